@@ -1,0 +1,3 @@
+"""voicebot: a self-hosted voice-agent platform on LiveKit."""
+
+__version__ = "0.1.0"

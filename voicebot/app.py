@@ -1,0 +1,65 @@
+"""The aiohttp application: routes, start-up and clean-up in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from voicebot.api import agents, health, rooms
+from voicebot.api.errors import error_middleware, request_log_middleware
+from voicebot.api.keys import LIVEKIT, ROOMS, SETTINGS, STARTED_AT
+from voicebot.config import Settings
+from voicebot.livekit import LiveKitGateway
+from voicebot.livekit_server import EmbeddedLiveKitServer
+from voicebot.rooms import AgentLauncher, RoomService
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings, *, launcher: AgentLauncher | None = None) -> web.Application:
+    """Build the application; LiveKit (embedded or external) is reached when it starts."""
+    # The body limit sits in front of every handler; errors.py turns a breach into a JSON 413.
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[request_log_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app[STARTED_AT] = time.monotonic()
+
+    async def livekit_context(app: web.Application) -> AsyncIterator[None]:
+        lk = settings.livekit
+        embedded = EmbeddedLiveKitServer.from_settings(lk) if lk.embedded else None
+        if embedded is not None:
+            await embedded.start()
+        url = embedded.url if embedded is not None else lk.url
+        gateway = LiveKitGateway(
+            url, lk.api_key, lk.api_secret, public_url=lk.public_url, request_timeout_s=lk.request_timeout_s
+        )
+        app[LIVEKIT] = gateway
+        app[ROOMS] = RoomService(settings, gateway, launcher)
+        log.info("app_started", livekit_url=url, embedded_livekit=embedded is not None)
+        try:
+            yield
+        finally:
+            await gateway.close()
+            if embedded is not None:
+                await embedded.stop()
+
+    app.cleanup_ctx.append(livekit_context)
+    rooms.add_routes(app)
+    agents.add_routes(app)
+    health.add_routes(app)
+    if (STATIC_DIR / "index.html").is_file():
+        app.router.add_get("/", _index)
+        app.router.add_static("/static/", STATIC_DIR, append_version=True)
+    return app
+
+
+async def _index(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")

@@ -1,0 +1,269 @@
+"""Typed settings: read config.toml once, then let the environment override it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# "voicebot_" + agent id + "_" + 8 hex characters must still be a valid room name (64 at most).
+MAX_AGENT_ID_LENGTH = 64 - len("voicebot_") - 1 - 8
+MIN_SECRET_LENGTH = 32  # livekit-server refuses shorter secrets outside its --dev mode.
+
+# The three variables LiveKit's own tools read; they win over config.toml.
+LIVEKIT_ENV = {"url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
+ENV_PREFIX = "VOICEBOT_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and what is wrong."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the HTTP API listens and how much it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+    max_body_bytes: int = 16 * 1024
+    """Request bodies above this size get 413; the API's bodies are a few hundred bytes."""
+
+
+@dataclass(frozen=True)
+class LiveKitSettings:
+    """How to reach the LiveKit server, or how to run the embedded one when `url` is empty."""
+
+    url: str = ""
+    """ws:// or wss:// URL of an external LiveKit server; empty starts an embedded livekit-server."""
+    api_key: str = "voicebot"
+    api_secret: str = ""
+    public_url: str = ""
+    """URL handed to clients when it differs from `url` (a proxy, a public hostname)."""
+    server_bin: str = ""
+    """Path of the livekit-server binary for the embedded server; empty searches PATH and .cache/bin."""
+    port: int = 7880
+    tcp_port: int = 7881
+    udp_port: int = 7882
+    empty_timeout_s: int = 300
+    """Seconds a room created by voicebot waits for its first participant before LiveKit closes it."""
+    departure_timeout_s: int = 20
+    """Seconds a room stays open after its last participant leaves."""
+    token_ttl_s: int = 3600
+    request_timeout_s: float = 5.0
+    startup_timeout_s: float = 20.0
+
+    @property
+    def embedded(self) -> bool:
+        """True when voicebot runs its own livekit-server."""
+        return not self.url
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Shared state for several voicebot processes; empty keeps state in memory."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """Log level and rendering: console in a terminal, JSON otherwise, unless forced."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class AgentDefinition:
+    """One voice agent a client can talk to."""
+
+    id: str
+    name: str
+    description: str = ""
+    instructions: str = ""
+    greeting: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything voicebot is configured with, validated."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    livekit: LiveKitSettings = field(default_factory=LiveKitSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    agents: tuple[AgentDefinition, ...] = ()
+    source: str = "<defaults>"
+
+    def agent(self, agent_id: str) -> AgentDefinition | None:
+        """The agent with this id, if one is defined."""
+        return next((agent for agent in self.agents if agent.id == agent_id), None)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "livekit": LiveKitSettings,
+    "redis": RedisSettings,
+    "logging": LoggingSettings,
+}
+
+
+def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
+    """Read `path`, apply environment overrides and validate; raises ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML ({exc})") from None
+    return parse_settings(raw, environ, source=str(path))
+
+
+def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Settings:
+    """Build validated settings from a parsed TOML document and the environment."""
+    unknown = set(raw) - set(_SECTIONS) - {"agents"}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"unknown section; expected one of {_known(_SECTIONS)}, agents")
+    sections = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in _SECTIONS.items()}
+    settings = Settings(
+        **sections,
+        agents=_agents(raw.get("agents", [])),
+        source=source,
+    )
+    _validate(settings)
+    return settings
+
+
+def _section(name: str, cls: type[Any], table: Any, environ: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(name, "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}", f"unknown key; expected one of {_known(fields)}")
+    values: dict[str, Any] = {}
+    for key in fields:
+        full_key = f"{name}.{key}"
+        env_name = LIVEKIT_ENV.get(key) if name == "livekit" else None
+        env_name = env_name or f"{ENV_PREFIX}{name}_{key}".upper()
+        if env_name in environ:
+            values[key] = _from_env(env_name, environ[env_name], hints[key])
+        elif key in table:
+            values[key] = _typed(full_key, table[key], hints[key])
+    return cls(**values)
+
+
+def _agents(entries: Any) -> tuple[AgentDefinition, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError("agents", "must be an array of tables ([[agents]])")
+    hints = typing.get_type_hints(AgentDefinition)
+    fields = [f.name for f in dataclasses.fields(AgentDefinition)]
+    agents: list[AgentDefinition] = []
+    for index, entry in enumerate(entries):
+        where = f"agents[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(where, "must be a table")
+        for key in entry:
+            if key not in fields:
+                raise ConfigError(f"{where}.{key}", f"unknown key; expected one of {_known(fields)}")
+        for required in ("id", "name"):
+            if required not in entry:
+                raise ConfigError(f"{where}.{required}", "is required")
+        agent = AgentDefinition(**{k: _typed(f"{where}.{k}", v, hints[k]) for k, v in entry.items()})
+        if not IDENTIFIER_PATTERN.fullmatch(agent.id) or len(agent.id) > MAX_AGENT_ID_LENGTH:
+            raise ConfigError(
+                f"{where}.id",
+                f"{agent.id!r} must be 1 to {MAX_AGENT_ID_LENGTH} letters, digits, '_' or '-'",
+            )
+        if any(other.id == agent.id for other in agents):
+            raise ConfigError(f"{where}.id", f"{agent.id!r} is defined twice")
+        agents.append(agent)
+    return tuple(agents)
+
+
+def _validate(settings: Settings) -> None:
+    for key in ("port", "tcp_port", "udp_port"):
+        _check_port(f"livekit.{key}", getattr(settings.livekit, key))
+    _check_port("server.port", settings.server.port)
+    lk = settings.livekit
+    if lk.url and not lk.url.startswith(("ws://", "wss://", "http://", "https://")):
+        raise ConfigError("livekit.url", f"{lk.url!r} must start with ws://, wss://, http:// or https://")
+    if not lk.api_key:
+        raise ConfigError("livekit.api_key", "must not be empty")
+    if len(lk.api_secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            "livekit.api_secret",
+            f"must be at least {MIN_SECRET_LENGTH} characters (LiveKit refuses shorter secrets)",
+        )
+    for key in ("empty_timeout_s", "departure_timeout_s", "token_ttl_s"):
+        if getattr(lk, key) < 1:
+            raise ConfigError(f"livekit.{key}", "must be at least 1")
+    for key in ("request_timeout_s", "startup_timeout_s"):
+        if getattr(lk, key) <= 0:
+            raise ConfigError(f"livekit.{key}", "must be greater than 0")
+    if settings.server.max_body_bytes < 256:
+        raise ConfigError("server.max_body_bytes", "must be at least 256")
+    if settings.logging.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("logging.level", "must be one of debug, info, warning, error")
+    if settings.logging.format not in {"auto", "console", "json"}:
+        raise ConfigError("logging.format", "must be one of auto, console, json")
+    if settings.redis.url and not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    if not settings.agents:
+        raise ConfigError("agents", "define at least one agent with [[agents]]")
+
+
+def _check_port(key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, f"must be a port number from 1 to 65535, got {port}")
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    expected = _base_type(hint)
+    # bool is an int in Python; a config that says `port = true` is still wrong.
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ConfigError(key, f"must be {_type_name(expected)}, got {value!r}")
+    return value
+
+
+def _from_env(name: str, text: str, hint: Any) -> Any:
+    expected = _base_type(hint)
+    try:
+        if expected is bool:
+            lowered = text.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(text)
+            return lowered in {"1", "true", "yes"}
+        return expected(text)
+    except ValueError:
+        raise ConfigError(name, f"must be {_type_name(expected)}, got {text!r}") from None
+
+
+def _base_type(hint: Any) -> type[Any]:
+    if isinstance(hint, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    assert isinstance(hint, type)
+    return hint
+
+
+def _type_name(expected: type[Any]) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[expected]
+
+
+def _known(names: Any) -> str:
+    return ", ".join(sorted(names))

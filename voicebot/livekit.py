@@ -1,0 +1,146 @@
+"""Everything that talks to the LiveKit server: rooms, tokens and reachability."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import aiohttp
+from livekit import api
+
+from voicebot.errors import LiveKitUnavailable
+
+T = TypeVar("T")
+
+USER_IDENTITY_PREFIX = "user-"
+# Agent identities (next issue) use their own prefix, so a user token can never claim one.
+AGENT_IDENTITY_PREFIX = "agent-"
+
+
+@dataclass(frozen=True)
+class RoomAccess:
+    """What a client needs to join a room: its name, a join token and where LiveKit is."""
+
+    room_name: str
+    access_token: str
+    livekit_url: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class LiveKitProbe:
+    """The result of one reachability check."""
+
+    reachable: bool
+    rtt_ms: float | None
+    error: str | None = None
+
+
+class LiveKitGateway:
+    """The one place that builds LiveKit server API requests and join tokens."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        public_url: str = "",
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.public_url = public_url or url
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._http_url = url.replace("ws", "http", 1) if url.startswith("ws") else url
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        # failover is for LiveKit Cloud regions; a self-hosted server has one origin.
+        self._api = api.LiveKitAPI(url, api_key, api_secret, session=self._session, failover=False)
+
+    async def close(self) -> None:
+        """Release the HTTP connection pool."""
+        await self._api.aclose()
+        await self._session.close()
+
+    async def create_room(self, name: str, *, empty_timeout_s: int, departure_timeout_s: int) -> None:
+        """Create a room on the server (idempotent for an existing name)."""
+        request = api.CreateRoomRequest(
+            name=name, empty_timeout=empty_timeout_s, departure_timeout=departure_timeout_s
+        )
+        await self._call("create the room", self._api.room.create_room(request))
+
+    async def delete_room(self, name: str) -> None:
+        """Close a room and disconnect everyone in it."""
+        await self._call("delete the room", self._api.room.delete_room(api.DeleteRoomRequest(room=name)))
+
+    async def room_exists(self, name: str) -> bool:
+        """Whether the server has an open room with this name."""
+        response = await self._call(
+            "list rooms", self._api.room.list_rooms(api.ListRoomsRequest(names=[name]))
+        )
+        return any(room.name == name for room in response.rooms)
+
+    def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
+        """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""
+        identity = f"{USER_IDENTITY_PREFIX}{secrets.token_hex(6)}"
+        key, secret = self._api_key, self._api_secret
+        token = self.mint_token(
+            key, secret, room_name=room_name, identity=identity, ttl_s=ttl_s, name="Caller"
+        )
+        return identity, token
+
+    @staticmethod
+    def mint_token(
+        api_key: str, api_secret: str, *, room_name: str, identity: str, ttl_s: int, name: str = ""
+    ) -> str:
+        """A join token for one identity in one room: publish and subscribe, no admin grants."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room_name,
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+        )
+        return (
+            api.AccessToken(api_key, api_secret)
+            .with_identity(identity)
+            .with_name(name or identity)
+            .with_grants(grants)
+            .with_ttl(timedelta(seconds=ttl_s))
+            .to_jwt()
+        )
+
+    async def probe(self) -> LiveKitProbe:
+        """Check that the server answers its health endpoint, and how fast."""
+        started = time.perf_counter()
+        try:
+            async with self._session.get(f"{self._http_url.rstrip('/')}/") as response:
+                await response.read()
+                if response.status != 200:
+                    return LiveKitProbe(False, None, f"answered HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return LiveKitProbe(False, None, _describe(exc))
+        return LiveKitProbe(True, round((time.perf_counter() - started) * 1000, 2))
+
+    async def _call(self, action: str, request: Awaitable[T]) -> T:
+        try:
+            return await request
+        except api.TwirpError as exc:
+            if exc.status >= 500:
+                raise LiveKitUnavailable(action, f"server error {exc.code}: {exc.message}") from exc
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LiveKitUnavailable(action, _describe(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    return type(exc).__name__ if not str(exc) else str(exc)
