@@ -80,10 +80,21 @@ class LiveKitGateway:
 
     async def room_exists(self, name: str) -> bool:
         """Whether the server has an open room with this name."""
+        return name in await self.room_names([name])
+
+    async def room_names(self, only: list[str] | None = None) -> set[str]:
+        """Names of the open rooms on the server (or of those among `only`)."""
+        request = api.ListRoomsRequest(names=only or [])
+        response = await self._call("list rooms", self._api.room.list_rooms(request))
+        return {room.name for room in response.rooms}
+
+    async def participant_identities(self, room_name: str) -> list[str]:
+        """Identities of everyone in the room now."""
         response = await self._call(
-            "list rooms", self._api.room.list_rooms(api.ListRoomsRequest(names=[name]))
+            "list participants",
+            self._api.room.list_participants(api.ListParticipantsRequest(room=room_name)),
         )
-        return any(room.name == name for room in response.rooms)
+        return [participant.identity for participant in response.participants]
 
     def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
         """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""

@@ -1,0 +1,68 @@
+"""Shared fixtures: settings pointed at the real livekit-server, the app and a LiveKit client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from tests.servers import API_KEY, API_SECRET, free_port, livekit_server
+from voicebot.app import create_app
+from voicebot.config import Settings, parse_settings
+from voicebot.livekit import LiveKitGateway
+from voicebot.livekit_server import EmbeddedLiveKitServer
+
+__all__ = ["livekit_server"]
+
+SettingsFactory = Callable[..., Settings]
+
+AGENTS = [
+    {"id": "agent-123", "name": "Reception", "description": "Front desk", "greeting": "Hello"},
+    {"id": "faq", "name": "FAQ", "description": "Questions"},
+]
+
+
+def make_settings(livekit_url: str, **livekit: Any) -> Settings:
+    """Settings for a test: the given LiveKit URL, the test keys and two agents."""
+    raw = {
+        "livekit": {"url": livekit_url, "api_key": API_KEY, "api_secret": API_SECRET, **livekit},
+        "logging": {"format": "json"},
+        "agents": AGENTS,
+    }
+    return parse_settings(raw, {})
+
+
+@pytest.fixture
+def settings(livekit_server: EmbeddedLiveKitServer) -> Settings:
+    """Settings that reach the session's real livekit-server."""
+    return make_settings(livekit_server.url)
+
+
+@pytest.fixture
+def unreachable_settings() -> Settings:
+    """Settings whose LiveKit URL has nothing listening behind it."""
+    return make_settings(f"ws://127.0.0.1:{free_port()}", request_timeout_s=2.0)
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, settings: Settings) -> TestClient[Any, Any]:
+    """The voicebot API, started against the real livekit-server."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def livekit(settings: Settings) -> AsyncIterator[LiveKitGateway]:
+    """A server-API client for assertions about what exists on the LiveKit server."""
+    lk = settings.livekit
+    gateway = LiveKitGateway(lk.url, lk.api_key, lk.api_secret)
+    yield gateway
+    await gateway.close()
+
+
+def with_body_limit(settings: Settings, limit: int) -> Settings:
+    """The same settings with another request body limit."""
+    return replace(settings, server=replace(settings.server, max_body_bytes=limit))

@@ -1,0 +1,147 @@
+"""The command line: `token`, and `serve` with its own embedded livekit-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from livekit import api, rtc
+
+from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
+from voicebot.livekit_server import LiveKitServerPorts
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
+    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicebot",
+        *args,
+        cwd=ROOT,
+        env=env or cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_token_command_prints_a_join_token_for_the_room() -> None:
+    env = cli_env(LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET=API_SECRET)
+
+    code, out, _ = await run_cli("token", "--room", "lobby", "--identity", "alice", env=env)
+
+    assert code == 0
+    claims = api.TokenVerifier(API_KEY, API_SECRET).verify(out.strip())
+    assert claims.identity == "alice"
+    assert claims.video is not None
+    assert claims.video.room == "lobby"
+    assert claims.video.room_join
+    assert not claims.video.room_admin
+
+
+async def test_a_bad_config_stops_startup_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.toml").read_text().replace("port = 8001", 'port = "eighty"'))
+
+    code, out, err = await run_cli("serve", "--config", str(config))
+
+    assert code == 2
+    assert out == ""
+    (line,) = err.strip().splitlines()
+    assert "server.port" in line
+    assert "must be an integer" in line
+
+
+async def test_a_bad_environment_override_names_the_variable() -> None:
+    code, _, err = await run_cli("serve", env=cli_env(VOICEBOT_SERVER_PORT="http"))
+
+    assert code == 2
+    assert "VOICEBOT_SERVER_PORT" in err
+
+
+def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
+    """The shipped config.toml, moved onto free ports so the test never meets a running voicebot."""
+    return cli_env(
+        VOICEBOT_LIVEKIT_PORT=str(ports.http),
+        VOICEBOT_LIVEKIT_TCP_PORT=str(ports.tcp),
+        VOICEBOT_LIVEKIT_UDP_PORT=str(ports.udp),
+    )
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[asyncio.subprocess.Process, int, LiveKitServerPorts]]:
+    """`python -m voicebot serve` on free ports, with no LiveKit URL: it runs its own livekit-server."""
+    port, lk_ports = free_port(), free_livekit_ports()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicebot",
+        "serve",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=serve_env(lk_ports),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    first_line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert f"http://127.0.0.1:{port}" in first_line.decode()
+    yield process, port, lk_ports
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def port_is_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+async def test_serve_runs_its_own_livekit_and_stops_it_on_exit(
+    served: tuple[asyncio.subprocess.Process, int, LiveKitServerPorts], stop_signal: signal.Signals
+) -> None:
+    process, port, lk_ports = served
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"http://127.0.0.1:{port}/api/livekit/create-room", data='{"agent_id":"agent-123"}'
+        ) as response:
+            assert response.status == 200
+            body = await response.json()
+        async with session.get(f"http://127.0.0.1:{port}/api/livekit/health") as response:
+            health = await response.json()
+    assert body["livekit_url"] == f"ws://127.0.0.1:{lk_ports.http}"
+    assert health["livekit"]["embedded"] is True
+    room = rtc.Room()
+    await room.connect(body["livekit_url"], body["access_token"])
+    assert room.name == body["room_name"]
+    await room.disconnect()
+
+    process.send_signal(stop_signal)
+
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert not await port_is_open(lk_ports.http), "the embedded livekit-server outlived voicebot"
+    assert not await port_is_open(port)

@@ -1,0 +1,64 @@
+"""Health, liveness and readiness with LiveKit up and down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from voicebot.app import create_app
+from voicebot.config import Settings
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[Any, Any]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_health_reports_process_and_reachable_livekit(
+    client: Client, settings: Settings, method: str
+) -> None:
+    response = await client.request(method, "/api/livekit/health")
+
+    assert response.status == 200
+    report = await response.json()
+    assert report["status"] == "ok"
+    assert report["process"]["pid"] > 0
+    assert report["process"]["uptime_s"] >= 0
+    assert report["livekit"]["reachable"] is True
+    assert report["livekit"]["url"] == settings.livekit.url
+    assert 0 < report["livekit"]["rtt_ms"] < 10_000
+    assert report["redis"] == {"configured": False}
+
+
+async def test_health_is_503_when_livekit_is_unreachable(
+    aiohttp_client: AiohttpClient, unreachable_settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(unreachable_settings))
+
+    response = await client.get("/api/livekit/health")
+
+    assert response.status == 503
+    report = await response.json()
+    assert report["status"] == "unavailable"
+    assert report["livekit"]["reachable"] is False
+    assert report["livekit"]["rtt_ms"] is None
+    assert "cannot connect" in report["livekit"]["error"]
+
+
+async def test_liveness_and_readiness_with_livekit_up(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_process_is_alive_but_not_ready_without_livekit(
+    aiohttp_client: AiohttpClient, unreachable_settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(unreachable_settings))
+
+    assert (await client.get("/healthz")).status == 200
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "not_ready"

@@ -1,0 +1,55 @@
+"""The embedded livekit-server's settings and how its binary is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voicebot.livekit_server import LiveKitServerError, LiveKitServerPorts, find_binary, server_config
+
+PORTS = LiveKitServerPorts(http=17880, tcp=17881, udp=17882)
+
+
+def test_server_listens_only_on_loopback() -> None:
+    config = server_config(PORTS, "key", "x" * 32)
+
+    assert config["bind_addresses"] == ["127.0.0.1"]
+    assert config["port"] == 17880
+    assert config["rtc"]["node_ip"] == "127.0.0.1"
+    assert config["rtc"]["enable_loopback_candidate"] is True
+    assert (config["rtc"]["tcp_port"], config["rtc"]["udp_port"]) == (17881, 17882)
+
+
+def test_server_never_looks_for_or_hands_out_a_public_stun_server() -> None:
+    rtc = server_config(PORTS, "key", "x" * 32)["rtc"]
+
+    assert rtc["use_external_ip"] is False
+    assert rtc["stun_servers"] == ["127.0.0.1:17882"]
+    assert "turn_servers" not in rtc
+
+
+def test_server_accepts_exactly_the_configured_key() -> None:
+    assert server_config(PORTS, "key", "x" * 32)["keys"] == {"key": "x" * 32}
+
+
+def test_a_configured_binary_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LiveKitServerError, match="is not a file"):
+        find_binary(str(tmp_path / "livekit-server"))
+
+
+def test_a_configured_binary_wins(tmp_path: Path) -> None:
+    binary = tmp_path / "livekit-server"
+    binary.write_text("")
+
+    assert find_binary(str(binary)) == binary
+
+
+def test_the_missing_binary_message_says_how_to_build_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("voicebot.livekit_server.CACHED_BINARY", tmp_path / "absent")
+
+    with pytest.raises(LiveKitServerError, match="make livekit-server"):
+        find_binary()
