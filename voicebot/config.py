@@ -15,7 +15,8 @@ from typing import Any
 IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # "voicebot_" + agent id + "_" + 8 hex characters must still be a valid room name (64 at most).
 MAX_AGENT_ID_LENGTH = 64 - len("voicebot_") - 1 - 8
-MIN_SECRET_LENGTH = 32  # livekit-server refuses shorter secrets outside its --dev mode.
+# livekit-server only logs an error for shorter secrets (outside --dev); voicebot refuses them outright.
+MIN_SECRET_LENGTH = 32
 
 # The three variables LiveKit's own tools read; they win over config.toml.
 LIVEKIT_ENV = {"url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
@@ -206,7 +207,7 @@ def _validate(settings: Settings) -> None:
     if len(lk.api_secret) < MIN_SECRET_LENGTH:
         raise ConfigError(
             "livekit.api_secret",
-            f"must be at least {MIN_SECRET_LENGTH} characters (LiveKit refuses shorter secrets)",
+            f"must be at least {MIN_SECRET_LENGTH} characters, LiveKit's minimum for a safe key",
         )
     for key in ("empty_timeout_s", "departure_timeout_s", "token_ttl_s"):
         if getattr(lk, key) < 1:

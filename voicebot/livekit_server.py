@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,6 +125,13 @@ class EmbeddedLiveKitServer:
 
     async def start(self) -> None:
         """Start the server and wait until `GET /` answers 200."""
+        # Otherwise the readiness check would be answered by whatever already holds the port.
+        busy = [f"{kind} {port}" for kind, port in self._ports_in_use()]
+        if busy:
+            raise LiveKitServerError(
+                f"port {', '.join(busy)} on {LOOPBACK} is already in use (another LiveKit server?); "
+                "set livekit.url to use that server, or choose other livekit ports"
+            )
         if self._workdir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-livekit-")
             workdir = Path(self._tempdir.name)
@@ -149,6 +157,22 @@ class EmbeddedLiveKitServer:
             await self.stop()
             raise
 
+    def _ports_in_use(self) -> list[tuple[str, int]]:
+        wanted = [
+            ("TCP", self.ports.http, socket.SOCK_STREAM),
+            ("TCP", self.ports.tcp, socket.SOCK_STREAM),
+            ("UDP", self.ports.udp, socket.SOCK_DGRAM),
+        ]
+        busy = []
+        for kind, port, sock_type in wanted:
+            with socket.socket(socket.AF_INET, sock_type) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    busy.append((kind, port))
+        return busy
+
     async def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self._startup_timeout_s
@@ -171,18 +195,26 @@ class EmbeddedLiveKitServer:
             f"livekit-server did not answer on {url} within {self._startup_timeout_s:g}s: {self.log_tail()}"
         )
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Ask the server to stop (SIGTERM), then kill it if it lingers."""
+    async def stop(self, grace_s: float = 1.0, timeout_s: float = 10.0) -> None:
+        """Stop the server: SIGTERM, a second SIGTERM after `grace_s`, SIGKILL after `timeout_s`.
+
+        livekit-server's first SIGTERM waits for every participant to leave, and one that lands in the
+        100 ms between its HTTP port opening and its `running` flag being set is ignored; its second
+        SIGTERM stops it at once, closing the rooms.
+        """
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout_s)
-            except TimeoutError:
-                log.warning("livekit_server_killed", pid=process.pid, after_s=timeout_s)
-                process.kill()
-                await process.wait()
-            log.info("livekit_server_stopped", pid=process.pid, returncode=process.returncode)
+            steps = ((signal.SIGTERM, grace_s), (signal.SIGTERM, timeout_s), (signal.SIGKILL, None))
+            for signum, wait_s in steps:
+                process.send_signal(signum)
+                try:
+                    returncode = await asyncio.wait_for(process.wait(), wait_s)
+                    break
+                except TimeoutError:
+                    continue
+            if returncode == -signal.SIGKILL:
+                log.warning("livekit_server_killed", pid=process.pid, after_s=grace_s + timeout_s)
+            log.info("livekit_server_stopped", pid=process.pid, returncode=returncode)
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
