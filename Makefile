@@ -11,12 +11,15 @@ LIVEKIT_SERVER_VERSION := v1.13.5
 LIVEKIT_SERVER := $(BIN)/livekit-server
 LIVEKIT_SERVER_STAMP := $(BIN)/.livekit-server-$(LIVEKIT_SERVER_VERSION)
 
-.PHONY: run test check lint typecheck unit install livekit-server clean
+# Debian packages the offline pipeline and the tests run: espeak-ng speaks, sox measures audio.
+APT_PACKAGES := espeak-ng sox
 
-run: install livekit-server
+.PHONY: run test check lint typecheck install system-packages livekit-server clean
+
+run: install system-packages livekit-server
 	$(PY) -m voicebot serve
 
-test: install livekit-server check
+test: install system-packages livekit-server check
 	$(PY) -m pytest
 
 check: lint typecheck
@@ -35,6 +38,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# Installs only what is missing; as root directly (CI), otherwise through sudo.
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || printf '%s ' $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing Debian packages: $$missing"; \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 livekit-server: $(LIVEKIT_SERVER_STAMP)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +22,9 @@ __all__ = ["livekit_server"]
 
 SettingsFactory = Callable[..., Settings]
 
-AGENTS = [
-    {"id": "agent-123", "name": "Reception", "description": "Front desk", "greeting": "Hello"},
-    {"id": "faq", "name": "FAQ", "description": "Questions"},
-]
+ROOT = Path(__file__).resolve().parent.parent
+# Tests talk to the agents users get: the ones defined in the shipped config.toml.
+AGENTS = tomllib.loads((ROOT / "config.toml").read_text())["agents"]
 
 
 def make_settings(livekit_url: str, **livekit: Any) -> Settings:

@@ -9,21 +9,28 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from voicebot.api import agents, health, rooms
+from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
+from voicebot.api import agents, health, rooms, sessions
 from voicebot.api.errors import error_middleware, request_log_middleware
-from voicebot.api.keys import LIVEKIT, ROOMS, SETTINGS, STARTED_AT
+from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, ROOMS, SETTINGS, STARTED_AT, SUPERVISOR
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.livekit_server import EmbeddedLiveKitServer
-from voicebot.rooms import AgentLauncher, RoomService
+from voicebot.loop_monitor import LoopMonitor
+from voicebot.rooms import RoomService
+from voicebot.sessions.supervisor import SessionSupervisor
+from voicebot.store.transcripts import InMemoryTranscriptStore
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings, *, launcher: AgentLauncher | None = None) -> web.Application:
-    """Build the application; LiveKit (embedded or external) is reached when it starts."""
+def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) -> web.Application:
+    """Build the application; LiveKit (embedded or external) is reached when it starts.
+
+    `pipelines` chooses each session's models; by default the providers named in config.toml.
+    """
     # The body limit sits in front of every handler; errors.py turns a breach into a JSON 413.
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -41,12 +48,25 @@ def create_app(settings: Settings, *, launcher: AgentLauncher | None = None) -> 
         gateway = LiveKitGateway(
             url, lk.api_key, lk.api_secret, public_url=lk.public_url, request_timeout_s=lk.request_timeout_s
         )
+        supervisor = SessionSupervisor(
+            settings.sessions,
+            livekit=gateway,
+            pipelines=pipelines or ProviderPipelineFactory(settings.providers),
+            transcripts=InMemoryTranscriptStore(settings.sessions.transcript_retention_s),
+            no_participant_timeout_s=lk.empty_timeout_s,
+        )
+        monitor = LoopMonitor()
+        monitor.start()
         app[LIVEKIT] = gateway
-        app[ROOMS] = RoomService(settings, gateway, launcher)
+        app[SUPERVISOR] = supervisor
+        app[LOOP_MONITOR] = monitor
+        app[ROOMS] = RoomService(settings, gateway, supervisor)
         log.info("app_started", livekit_url=url, embedded_livekit=embedded is not None)
         try:
             yield
         finally:
+            await supervisor.shutdown()
+            await monitor.stop()
             await gateway.close()
             if embedded is not None:
                 await embedded.stop()
@@ -55,6 +75,7 @@ def create_app(settings: Settings, *, launcher: AgentLauncher | None = None) -> 
     rooms.add_routes(app)
     agents.add_routes(app)
     health.add_routes(app)
+    sessions.add_routes(app)
     if (STATIC_DIR / "index.html").is_file():
         app.router.add_get("/", _index)
         app.router.add_static("/static/", STATIC_DIR, append_version=True)

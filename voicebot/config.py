@@ -87,6 +87,70 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """Limits of the in-process agent runtime."""
+
+    max_concurrent: int = 20
+    """Agent sessions this process runs at once; over it, new rooms are refused with 503."""
+    drain_timeout_s: float = 10.0
+    """On shutdown, how long sessions get to close before they are cancelled."""
+    transcript_retention_s: int = 3600
+    """How long an ended session's transcript stays readable."""
+    retry_after_s: int = 5
+    """The Retry-After a refused request is given."""
+    max_provider_errors: int = 3
+    """Failed STT, LLM or TTS requests in a row a session tolerates before it ends (livekit-agents: 3)."""
+
+
+@dataclass(frozen=True)
+class ProviderKeys:
+    """Cloud provider keys, read only from the environment and never logged."""
+
+    deepgram_api_key: str = ""
+    eleven_api_key: str = ""
+    openai_api_key: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the offline rules engine: what the caller says, and what the agent answers."""
+
+    reply: str
+    phrases: tuple[str, ...] = ()
+    """Word sequences that trigger the rule when the caller says them (case and punctuation ignored)."""
+    patterns: tuple[str, ...] = ()
+    """Regular expressions (case-insensitive) searched in what the caller said."""
+    end_call: bool = False
+    """After speaking the reply, the agent ends the call."""
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which STT, LLM or TTS an agent uses: `auto` picks the cloud one when its key is set."""
+
+    provider: str = "auto"
+    model: str = ""
+    voice: str = ""
+    """TTS voice: an espeak-ng voice for the offline TTS, a voice id for ElevenLabs."""
+    base_url: str = ""
+    """OpenAI-compatible LLM endpoint (Ollama, vLLM)."""
+    speed_wpm: int = 175
+    """Speaking rate of the offline TTS, in words per minute."""
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """Voice activity detection and turn-taking."""
+
+    vad_activation_threshold: float = 0.5
+    vad_min_silence_s: float = 0.35
+    """Silence after speech before VAD calls the utterance finished."""
+    min_endpointing_delay_s: float = 0.2
+    max_endpointing_delay_s: float = 3.0
+    allow_interruptions: bool = True
+
+
+@dataclass(frozen=True)
 class AgentDefinition:
     """One voice agent a client can talk to."""
 
@@ -95,6 +159,14 @@ class AgentDefinition:
     description: str = ""
     instructions: str = ""
     greeting: str = ""
+    language: str = "en-US"
+    fallback: str = "Sorry, I did not catch that. Could you say it another way?"
+    """The rules engine's reply when no rule matches."""
+    stt: ProviderChoice = field(default_factory=ProviderChoice)
+    llm: ProviderChoice = field(default_factory=lambda: ProviderChoice(provider="rules"))
+    tts: ProviderChoice = field(default_factory=ProviderChoice)
+    turn: TurnSettings = field(default_factory=TurnSettings)
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +177,8 @@ class Settings:
     livekit: LiveKitSettings = field(default_factory=LiveKitSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    providers: ProviderKeys = field(default_factory=ProviderKeys)
     agents: tuple[AgentDefinition, ...] = ()
     source: str = "<defaults>"
 
@@ -118,7 +192,17 @@ _SECTIONS: dict[str, type[Any]] = {
     "livekit": LiveKitSettings,
     "redis": RedisSettings,
     "logging": LoggingSettings,
+    "sessions": SessionSettings,
 }
+# Provider keys come from the variables their own SDKs read, never from the file.
+PROVIDER_ENV = {
+    "deepgram_api_key": "DEEPGRAM_API_KEY",
+    "eleven_api_key": "ELEVEN_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+}
+STT_PROVIDERS = ("auto", "offline", "deepgram")
+TTS_PROVIDERS = ("auto", "offline", "elevenlabs")
+LLM_PROVIDERS = ("rules", "openai")
 
 
 def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
@@ -140,6 +224,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
     sections = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in _SECTIONS.items()}
     settings = Settings(
         **sections,
+        providers=ProviderKeys(**{key: environ.get(env, "") for key, env in PROVIDER_ENV.items()}),
         agents=_agents(raw.get("agents", [])),
         source=source,
     )
@@ -170,20 +255,10 @@ def _section(name: str, cls: type[Any], table: Any, environ: Mapping[str, str]) 
 def _agents(entries: Any) -> tuple[AgentDefinition, ...]:
     if not isinstance(entries, list):
         raise ConfigError("agents", "must be an array of tables ([[agents]])")
-    hints = typing.get_type_hints(AgentDefinition)
-    fields = [f.name for f in dataclasses.fields(AgentDefinition)]
     agents: list[AgentDefinition] = []
     for index, entry in enumerate(entries):
         where = f"agents[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(where, "must be a table")
-        for key in entry:
-            if key not in fields:
-                raise ConfigError(f"{where}.{key}", f"unknown key; expected one of {_known(fields)}")
-        for required in ("id", "name"):
-            if required not in entry:
-                raise ConfigError(f"{where}.{required}", "is required")
-        agent = AgentDefinition(**{k: _typed(f"{where}.{k}", v, hints[k]) for k, v in entry.items()})
+        agent = _build(AgentDefinition, entry, where)
         if not IDENTIFIER_PATTERN.fullmatch(agent.id) or len(agent.id) > MAX_AGENT_ID_LENGTH:
             raise ConfigError(
                 f"{where}.id",
@@ -191,8 +266,58 @@ def _agents(entries: Any) -> tuple[AgentDefinition, ...]:
             )
         if any(other.id == agent.id for other in agents):
             raise ConfigError(f"{where}.id", f"{agent.id!r} is defined twice")
+        _validate_agent(agent, where)
         agents.append(agent)
     return tuple(agents)
+
+
+def _validate_agent(agent: AgentDefinition, where: str) -> None:
+    for kind, choices in (("stt", STT_PROVIDERS), ("tts", TTS_PROVIDERS), ("llm", LLM_PROVIDERS)):
+        provider = getattr(agent, kind).provider
+        if provider not in choices:
+            raise ConfigError(f"{where}.{kind}.provider", f"{provider!r} is not one of {', '.join(choices)}")
+    if agent.llm.provider == "openai" and not agent.llm.base_url:
+        raise ConfigError(f"{where}.llm.base_url", "is required for an OpenAI-compatible LLM")
+    for index, rule in enumerate(agent.rules):
+        if not rule.phrases and not rule.patterns:
+            raise ConfigError(f"{where}.rules[{index}]", "needs phrases or patterns")
+        for pattern in rule.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{where}.rules[{index}].patterns", f"{pattern!r}: {exc}") from None
+    turn = agent.turn
+    if not 0 < turn.vad_activation_threshold < 1:
+        raise ConfigError(f"{where}.turn.vad_activation_threshold", "must be between 0 and 1")
+    if turn.min_endpointing_delay_s > turn.max_endpointing_delay_s:
+        raise ConfigError(f"{where}.turn.min_endpointing_delay_s", "must not exceed max_endpointing_delay_s")
+
+
+def _build(cls: type[Any], table: Any, where: str) -> Any:
+    """A dataclass from a TOML table: every key known, every value of its field's type."""
+    if not isinstance(table, dict):
+        raise ConfigError(where, "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{where}.{key}", f"unknown key; expected one of {_known(fields)}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in table:
+            raise ConfigError(f"{where}.{name}", "is required")
+    return cls(**{key: _value(f"{where}.{key}", value, hints[key]) for key, value in table.items()})
+
+
+def _value(key: str, value: Any, hint: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)  # type: ignore[arg-type]
+    if typing.get_origin(hint) is tuple:
+        item_hint = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {value!r}")
+        return tuple(_value(f"{key}[{index}]", item, item_hint) for index, item in enumerate(value))
+    return _typed(key, value, hint)
 
 
 def _validate(settings: Settings) -> None:

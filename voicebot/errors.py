@@ -21,3 +21,25 @@ class LiveKitUnavailable(VoicebotError):
     def __init__(self, action: str, reason: str) -> None:
         super().__init__(f"the LiveKit server could not {action}: {reason}")
         self.action = action
+
+
+class SessionLimitReached(VoicebotError):
+    """This process already runs as many agent sessions as it may."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"all {limit} agent sessions are in use; try again in a few seconds")
+        self.retry_after_s = retry_after_s
+
+
+class RoomNotFound(VoicebotError):
+    """The LiveKit server has no room with that name."""
+
+    def __init__(self, room_name: str) -> None:
+        super().__init__(f"the LiveKit server has no room named {room_name!r}")
+
+
+class SessionNotFound(VoicebotError):
+    """No agent session is running in that room, and no transcript of one is kept."""
+
+    def __init__(self, room_name: str) -> None:
+        super().__init__(f"no agent session for room {room_name!r}")

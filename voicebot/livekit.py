@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiohttp
 from livekit import api
@@ -15,6 +15,7 @@ from livekit import api
 from voicebot.errors import LiveKitUnavailable
 
 T = TypeVar("T")
+ParticipantKind = Literal["standard", "egress", "ingress", "sip", "agent"]
 
 USER_IDENTITY_PREFIX = "user-"
 # Agent identities (next issue) use their own prefix, so a user token can never claim one.
@@ -105,6 +106,18 @@ class LiveKitGateway:
         )
         return identity, token
 
+    def token(
+        self,
+        identity: str,
+        grants: api.VideoGrants,
+        *,
+        ttl_s: int,
+        kind: ParticipantKind = "standard",
+        name: str = "",
+    ) -> str:
+        """A token signed with the configured key, for any grants (the runtime's agents use it)."""
+        return _sign(self._api_key, self._api_secret, identity, grants, ttl_s=ttl_s, kind=kind, name=name)
+
     @staticmethod
     def mint_token(
         api_key: str, api_secret: str, *, room_name: str, identity: str, ttl_s: int, name: str = ""
@@ -117,14 +130,7 @@ class LiveKitGateway:
             can_subscribe=True,
             can_publish_data=True,
         )
-        return (
-            api.AccessToken(api_key, api_secret)
-            .with_identity(identity)
-            .with_name(name or identity)
-            .with_grants(grants)
-            .with_ttl(timedelta(seconds=ttl_s))
-            .to_jwt()
-        )
+        return _sign(api_key, api_secret, identity, grants, ttl_s=ttl_s, name=name)
 
     async def probe(self) -> LiveKitProbe:
         """Check that the server answers its health endpoint, and how fast."""
@@ -147,6 +153,27 @@ class LiveKitGateway:
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise LiveKitUnavailable(action, _describe(exc)) from exc
+
+
+def _sign(
+    api_key: str,
+    api_secret: str,
+    identity: str,
+    grants: api.VideoGrants,
+    *,
+    ttl_s: int,
+    kind: ParticipantKind = "standard",
+    name: str = "",
+) -> str:
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name(name or identity)
+        .with_kind(kind)
+        .with_grants(grants)
+        .with_ttl(timedelta(seconds=ttl_s))
+        .to_jwt()
+    )
 
 
 def _describe(exc: BaseException) -> str:

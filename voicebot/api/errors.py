@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from voicebot.errors import LiveKitUnavailable, UnknownAgent, VoicebotError
+from voicebot.errors import (
+    LiveKitUnavailable,
+    RoomNotFound,
+    SessionLimitReached,
+    SessionNotFound,
+    UnknownAgent,
+    VoicebotError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +43,12 @@ def error_response(
 def _from_domain(exc: VoicebotError) -> ApiError:
     if isinstance(exc, UnknownAgent):
         return ApiError(404, "unknown_agent", str(exc))
+    if isinstance(exc, RoomNotFound):
+        return ApiError(404, "room_not_found", str(exc))
+    if isinstance(exc, SessionNotFound):
+        return ApiError(404, "session_not_found", str(exc))
+    if isinstance(exc, SessionLimitReached):
+        return ApiError(503, "at_capacity", str(exc), {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, LiveKitUnavailable):
         return ApiError(503, "livekit_unavailable", str(exc), {"Retry-After": "5"})
     return ApiError(500, "internal_error", "the server failed to handle this request")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from voicebot import __version__
 from voicebot.api.errors import error_response
-from voicebot.api.keys import LIVEKIT, SETTINGS, STARTED_AT
+from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, SETTINGS, STARTED_AT, SUPERVISOR
 
 
 async def livekit_health(request: web.Request) -> web.Response:
@@ -25,13 +26,16 @@ async def livekit_health(request: web.Request) -> web.Response:
     }
     if probe.error:
         livekit["error"] = probe.error
+    supervisor = request.app[SUPERVISOR]
     report = {
         "status": "ok" if probe.reachable else "unavailable",
         "process": {
             "pid": os.getpid(),
             "version": __version__,
             "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
+            "event_loop": asdict(request.app[LOOP_MONITOR].snapshot()),
         },
+        "sessions": {"live": len(supervisor.live()), "limit": supervisor.limit, **supervisor.counters},
         "livekit": livekit,
         "redis": {"configured": bool(request.app[SETTINGS].redis.url)},
     }

@@ -1,0 +1,149 @@
+"""What the benchmarks share: a real livekit-server, voicebot as its own process, and result files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
+from voicebot.livekit_server import EmbeddedLiveKitServer, find_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@asynccontextmanager
+async def livekit_server() -> AsyncIterator[EmbeddedLiveKitServer]:
+    """A livekit-server on free loopback ports."""
+    server = EmbeddedLiveKitServer(
+        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")), free_livekit_ports(), API_KEY, API_SECRET
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def livekit_env(server: EmbeddedLiveKitServer, **extra: str) -> dict[str, str]:
+    """The environment that points a process at `server`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
+    return {
+        **env,
+        "LIVEKIT_URL": server.url,
+        "LIVEKIT_API_KEY": API_KEY,
+        "LIVEKIT_API_SECRET": API_SECRET,
+        "VOICEBOT_LOGGING_FORMAT": "json",
+        "VOICEBOT_LOGGING_LEVEL": "warning",
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def voicebot_process(
+    server: EmbeddedLiveKitServer, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`python -m voicebot serve` against `server`; yields the process and its base URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicebot",
+        "serve",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=livekit_env(server, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 60)
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+@asynccontextmanager
+async def standard_worker(server: EmbeddedLiveKitServer) -> AsyncIterator[asyncio.subprocess.Process]:
+    """bench/standard_worker.py registered with `server`: prod mode, process executor, warm idle processes."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "bench" / "standard_worker.py"),
+        cwd=ROOT,
+        env=livekit_env(server),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST JSON and return the JSON answer; raises on an error status."""
+    async with session.post(url, json=body) as response:
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) by linear interpolation."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """p50, p90, p95, mean, min and max of a list of numbers."""
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p90": round(percentile(values, 90), 2),
+        "p95": round(percentile(values, 95), 2),
+        "mean": round(statistics.fmean(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write bench/results/<name>.json with the machine it ran on."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        **result,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

@@ -1,0 +1,120 @@
+"""A whole conversation with the offline pipeline, through a real livekit-server and a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+from livekit import rtc
+
+from tests.voice_client import VoiceClient, espeak, rms
+from voicebot.api.keys import SUPERVISOR
+from voicebot.config import Settings
+from voicebot.providers.sphinx_stt import SphinxSTT
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[Any, Any]
+QUESTION = "what are your opening hours"
+
+
+@pytest.fixture
+async def call(client: Client) -> AsyncIterator[tuple[VoiceClient, dict[str, str]]]:
+    """A person who asked for a room with agent-123 and joined it."""
+    response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert response.status == 200, await response.text()
+    room = await response.json()
+    person = VoiceClient(room["livekit_url"], room["access_token"])
+    await person.connect()
+    yield person, room
+    await person.close()
+
+
+async def recognise(samples: np.ndarray, sample_rate: int, phrases: list[str]) -> str:
+    """What the offline recogniser hears in `samples`, listening for `phrases`."""
+    frame = rtc.AudioFrame(samples.tobytes(), sample_rate, 1, len(samples))
+    event = await SphinxSTT(phrases=phrases).recognize(frame)
+    return event.alternatives[0].text if event.alternatives else ""
+
+
+async def test_agent_greets_hears_a_rule_phrase_and_speaks_the_rules_reply(
+    call: tuple[VoiceClient, dict[str, str]], settings: Settings
+) -> None:
+    person, _ = call
+    agent = settings.agent("agent-123")
+    assert agent is not None
+    reply = agent.rules[0].reply
+
+    await person.wait_for(lambda: bool(person.agents()), 15, "the agent to join")
+    await person.wait_for(lambda: person.loud_seconds(person.agent_audio_since(0)) > 1.0, 20, "the greeting")
+    await person.wait_for(lambda: bool(person.finals(agent=True)), 20, "the greeting's transcription")
+    assert person.finals(agent=True)[0] == agent.greeting
+    await person.wait_until_listening(20, "the agent to listen")
+
+    speech, rate = await espeak(QUESTION)
+    spoken_at = await person.say(speech, rate)
+
+    await person.wait_for(lambda: reply in person.finals(agent=True), 30, "the rule's reply as text")
+    assert QUESTION in [text.lower() for text in person.finals(agent=False)]
+    await person.wait_until_listening(30, "the reply to finish")
+    answer = person.agent_audio_since(spoken_at)
+    assert person.loud_seconds(answer) > 2.0, "the reply should be seconds of speech"
+    assert rms(answer) > 200
+    assert "thinking" in person.agent_states
+    assert "speaking" in person.agent_states
+    other_replies = [rule.reply for rule in agent.rules[1:]]
+    heard = await recognise(answer, person.agent_sample_rate, [reply, *other_replies])
+    assert {"nine", "five", "monday", "friday"} <= set(heard.split()), heard
+
+
+async def test_the_session_ends_when_the_person_leaves_and_its_transcript_stays(
+    client: Client, call: tuple[VoiceClient, dict[str, str]]
+) -> None:
+    person, room = call
+    await person.wait_for(lambda: bool(person.finals(agent=True)), 30, "the greeting's transcription")
+    supervisor = client.app[SUPERVISOR]
+    session = supervisor.session(room["room_name"])
+    assert session is not None
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == f"session:{room['room_name']}")
+
+    await person.room.disconnect()
+    await asyncio.wait_for(asyncio.shield(task), 20)
+
+    assert supervisor.session(room["room_name"]) is None
+    assert session.info.end_reason == "participants_left"
+    listed = await (await client.get("/api/sessions")).json()
+    assert room["room_name"] not in [s["room_name"] for s in listed["sessions"]]
+    response = await client.get(f"/api/sessions/{room['room_name']}/transcript")
+    assert response.status == 200
+    body = await response.json()
+    assert body["live"] is False
+    assert body["session"]["end_reason"] == "participants_left"
+    assert body["lines"][0]["speaker"] == "agent"
+    assert body["lines"][0]["text"].startswith("Hello")
+    assert body["lines"][0]["at"] <= time.time()
+
+
+async def test_sessions_are_listed_with_their_state_and_can_be_stopped(
+    client: Client, call: tuple[VoiceClient, dict[str, str]]
+) -> None:
+    person, room = call
+    await person.wait_for(lambda: bool(person.agents()), 15, "the agent to join")
+
+    listed = await (await client.get("/api/sessions")).json()
+    (mine,) = [s for s in listed["sessions"] if s["room_name"] == room["room_name"]]
+    assert mine["agent_id"] == "agent-123"
+    assert mine["state"] in {"starting", "initializing", "listening", "thinking", "speaking", "idle"}
+    assert re.fullmatch(r"agent-agent-123-[0-9a-f]{6}", mine["identity"])
+
+    response = await client.delete(f"/api/sessions/{room['room_name']}")
+
+    assert response.status == 200
+    assert (await response.json())["end_reason"] == "stopped"
+    await person.wait_for(lambda: not person.agents(), 15, "the agent to leave the room")
+    assert (await client.delete(f"/api/sessions/{room['room_name']}")).status == 404

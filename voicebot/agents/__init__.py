@@ -1,0 +1,1 @@
+"""Agent definitions turned into voice pipelines."""

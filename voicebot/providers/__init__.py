@@ -1,0 +1,1 @@
+"""Offline STT, TTS and LLM whose models ship inside installed packages."""

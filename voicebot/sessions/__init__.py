@@ -1,0 +1,1 @@
+"""The in-process agent runtime: one task per room, owned by a supervisor."""

@@ -1,0 +1,309 @@
+"""One agent in one room: joins it, runs livekit-agents' AgentSession, and leaves when the call is over."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from livekit import api, rtc
+from livekit.agents import Agent, AgentSession, room_io
+from livekit.agents.testing import fake_job_context
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.voice.events import (
+    AgentStateChangedEvent,
+    CloseEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+)
+
+from voicebot.agents.pipeline import Pipeline
+from voicebot.config import AgentDefinition
+from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
+from voicebot.store.transcripts import Speaker, TranscriptLine, TranscriptStore
+
+log = structlog.get_logger(__name__)
+
+EndReason = Literal[
+    "room_closed", "participants_left", "no_participant", "stopped", "call_ended", "failed", "shutdown"
+]
+
+
+@dataclass
+class SessionInfo:
+    """What the API shows of a session."""
+
+    session_id: str
+    room_name: str
+    agent_id: str
+    identity: str
+    started_at: float
+    state: str = "starting"
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The session as the API returns it."""
+        return {
+            "session_id": self.session_id,
+            "room_name": self.room_name,
+            "agent_id": self.agent_id,
+            "identity": self.identity,
+            "state": self.state,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Ending:
+    """The first reason the session should end wins; later ones are ignored."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: EndReason | None = None
+    error: str | None = None
+
+    def set(self, reason: EndReason, error: str | None = None) -> None:
+        if self.reason is None:
+            self.reason, self.error = reason, error
+            self.event.set()
+
+
+class RoomSession:
+    """Runs one agent in one room from join to leave; `run()` is the task the supervisor owns."""
+
+    def __init__(
+        self,
+        agent: AgentDefinition,
+        room_name: str,
+        *,
+        livekit: LiveKitGateway,
+        pipeline: Pipeline,
+        transcripts: TranscriptStore,
+        no_participant_timeout_s: float,
+        owns_room: bool,
+        max_provider_errors: int = 3,
+    ) -> None:
+        self.agent = agent
+        self.info = SessionInfo(
+            session_id=f"SS_{secrets.token_hex(6)}",
+            room_name=room_name,
+            agent_id=agent.id,
+            identity=f"{AGENT_IDENTITY_PREFIX}{agent.id}-{secrets.token_hex(3)}",
+            started_at=time.time(),
+        )
+        self._livekit = livekit
+        self._pipeline = pipeline
+        self._transcripts = transcripts
+        self._no_participant_timeout_s = no_participant_timeout_s
+        self._owns_room = owns_room
+        self._max_provider_errors = max_provider_errors
+        self._ending = _Ending()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
+        self.joined = asyncio.Event()
+        """Set once the agent is in the room and its session has started."""
+
+    def stop(self, reason: EndReason = "stopped") -> None:
+        """Ask the session to end; `run()` returns once it has left the room."""
+        self._ending.set(reason)
+
+    async def run(self) -> SessionInfo:
+        """Join, converse, leave. Never raises for a failure inside the session: it is recorded."""
+        room = rtc.Room()
+        session: AgentSession[None] | None = None
+        try:
+            await room.connect(self._livekit.url, self._token())
+            self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
+            self._watch_room(room)
+            with fake_job_context(
+                room=room, job_id=self.info.session_id, agent_identity=self.info.identity
+            ) as job_ctx:
+                # We stand in for the worker, so we run the clean-up it runs when a job ends.
+                self._job_cleanup = job_ctx._on_cleanup
+                session = self._agent_session()
+                await session.start(
+                    agent=Agent(instructions=self.agent.instructions),
+                    room=room,
+                    # Ending the session is ours to decide (last human gone), not the first caller's.
+                    room_options=room_io.RoomOptions(close_on_disconnect=False),
+                )
+                self.joined.set()
+                if self.agent.greeting:
+                    session.say(self.agent.greeting)
+                await self._wait_for_end(room)
+        except asyncio.CancelledError:
+            self._ending.set("shutdown")
+            raise
+        except Exception as exc:
+            self._ending.set("failed", f"{type(exc).__name__}: {exc}")
+            self._log.exception("session_failed")
+        finally:
+            await self._leave(room, session)
+        return self.info
+
+    def _token(self) -> str:
+        grants = api.VideoGrants(
+            room_join=True,
+            room=self.info.room_name,
+            agent=True,
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+            # The agent's state (listening, thinking, speaking) travels as participant attributes.
+            can_update_own_metadata=True,
+        )
+        return self._livekit.token(
+            self.info.identity, grants, ttl_s=24 * 3600, kind="agent", name=self.agent.name
+        )
+
+    def _agent_session(self) -> AgentSession[None]:
+        turn = self.agent.turn
+        session: AgentSession[None] = AgentSession(
+            stt=self._pipeline.stt,
+            llm=self._pipeline.llm,
+            tts=self._pipeline.tts,
+            vad=self._pipeline.vad,
+            turn_handling={
+                "turn_detection": "vad",
+                "endpointing": {
+                    "min_delay": turn.min_endpointing_delay_s,
+                    "max_delay": turn.max_endpointing_delay_s,
+                },
+                "interruption": {"enabled": turn.allow_interruptions},
+            },
+            user_away_timeout=None,
+            conn_options=SessionConnectOptions(max_unrecoverable_errors=self._max_provider_errors),
+        )
+        session.on("agent_state_changed", self._on_agent_state)
+        session.on("conversation_item_added", self._on_conversation_item)
+        session.on("error", self._on_error)
+        session.on("close", self._on_close)
+        return session
+
+    def _watch_room(self, room: rtc.Room) -> None:
+        room.on("disconnected", lambda reason: self._ending.set("room_closed"))
+        room.on("participant_disconnected", lambda _p: self._check_humans(room))
+
+    def _check_humans(self, room: rtc.Room) -> None:
+        if not _humans(room):
+            self._ending.set("participants_left")
+
+    async def _wait_for_end(self, room: rtc.Room) -> None:
+        if not _humans(room):
+            arrived = _first_human(room)
+            try:
+                await asyncio.wait_for(
+                    _first_of(arrived, self._ending.event.wait()), self._no_participant_timeout_s
+                )
+            except TimeoutError:
+                self._ending.set("no_participant")
+        await self._ending.event.wait()
+
+    def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
+        self.info.state = event.new_state
+
+    def _on_conversation_item(self, event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if item.type != "message" or item.role not in ("user", "assistant"):
+            return
+        text = item.text_content
+        if not text:
+            return
+        speaker: Speaker = "user" if item.role == "user" else "agent"
+        self._spawn(
+            self._transcripts.append(self.info.room_name, TranscriptLine(speaker, text, event.created_at))
+        )
+        if speaker == "agent" and self._ends_call(text):
+            self._ending.set("call_ended")
+
+    def _ends_call(self, reply: str) -> bool:
+        check: Callable[[str], bool] | None = getattr(self._pipeline.llm, "ends_call", None)
+        return bool(check and check(reply))
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        recoverable = getattr(event.error, "recoverable", True)
+        self._log.warning(
+            "session_error",
+            error=str(event.error),
+            source=type(event.source).__name__,
+            recoverable=recoverable,
+        )
+
+    def _on_close(self, event: CloseEvent) -> None:
+        if event.error is not None:
+            self._ending.set("failed", str(event.error.error))
+        else:
+            self._ending.set("stopped")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        # Event handlers are synchronous; their writes are awaited before the session reports its end.
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _leave(self, room: rtc.Room, session: AgentSession[None] | None) -> None:
+        info = self.info
+        info.end_reason = self._ending.reason or "stopped"
+        info.error = self._ending.error
+        info.state = "ended"
+        info.ended_at = time.time()
+        try:
+            if session is not None:
+                await session.aclose()
+            await room.disconnect()
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            if self._job_cleanup is not None:
+                await self._job_cleanup()
+            if self._owns_room and info.end_reason in ("call_ended", "no_participant", "failed"):
+                # Nobody else will use a room we made for this call.
+                await self._livekit.delete_room(info.room_name)
+        except Exception:
+            self._log.exception("session_cleanup_failed")
+        finally:
+            await self._transcripts.close(info.room_name)
+        duration = round(info.ended_at - info.started_at, 3)
+        if info.end_reason == "failed":
+            self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
+        else:
+            self._log.info("session_ended", reason=info.end_reason, duration_s=duration)
+
+
+def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
+    return [
+        p for p in room.remote_participants.values() if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    ]
+
+
+async def _first_human(room: rtc.Room) -> None:
+    arrived = asyncio.Event()
+
+    def on_join(participant: rtc.RemoteParticipant) -> None:
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            arrived.set()
+
+    room.on("participant_connected", on_join)
+    try:
+        if not _humans(room):
+            await arrived.wait()
+    finally:
+        room.off("participant_connected", on_join)
+
+
+async def _first_of(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

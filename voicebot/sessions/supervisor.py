@@ -1,0 +1,166 @@
+"""Owns every agent session task: one per room, a hard limit, isolation of failures, and draining."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+from voicebot.agents.pipeline import PipelineFactory
+from voicebot.config import AgentDefinition, SessionSettings
+from voicebot.errors import SessionLimitReached
+from voicebot.livekit import LiveKitGateway
+from voicebot.sessions.session import RoomSession, SessionInfo
+from voicebot.store.transcripts import TranscriptStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Slot:
+    """A place under the session limit, held for one room until its session ends or it is released."""
+
+    room_name: str
+    released: bool = False
+    session: asyncio.Future[RoomSession] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    """Resolves when the session starts, so a second caller for the same room gets the same one."""
+
+
+class SessionSupervisor:
+    """Starts, lists and stops agent sessions; the limit is exact because slots are taken synchronously."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        livekit: LiveKitGateway,
+        pipelines: PipelineFactory,
+        transcripts: TranscriptStore,
+        no_participant_timeout_s: float,
+    ) -> None:
+        self._settings = settings
+        self._livekit = livekit
+        self._pipelines = pipelines
+        self.transcripts = transcripts
+        self._no_participant_timeout_s = no_participant_timeout_s
+        self._slots: dict[str, Slot] = {}
+        self._sessions: dict[str, RoomSession] = {}
+        self._tasks: dict[str, asyncio.Task[SessionInfo]] = {}
+        self._ended: dict[str, SessionInfo] = {}
+        self.counters: Counter[str] = Counter()
+        self._closing = False
+
+    @property
+    def limit(self) -> int:
+        """How many sessions may run at once."""
+        return self._settings.max_concurrent
+
+    def session(self, room_name: str) -> RoomSession | None:
+        """The live session in a room, if any."""
+        return self._sessions.get(room_name)
+
+    def live(self) -> list[SessionInfo]:
+        """Every live session, oldest first."""
+        return sorted((s.info for s in self._sessions.values()), key=lambda info: info.started_at)
+
+    def ended(self, room_name: str) -> SessionInfo | None:
+        """The last ended session of a room, while this process remembers it."""
+        return self._ended.get(room_name)
+
+    def claim(self, room_name: str) -> tuple[Slot, bool]:
+        """The room's slot and whether it is new; a new one counts against the limit (SessionLimitReached).
+
+        Nothing here awaits, so two requests can never both take the last place.
+        """
+        existing = self._slots.get(room_name)
+        if existing is not None:
+            return existing, False
+        if self._closing or len(self._slots) >= self._settings.max_concurrent:
+            self.counters["refused"] += 1
+            raise SessionLimitReached(self._settings.max_concurrent, self._settings.retry_after_s)
+        slot = Slot(room_name)
+        self._slots[room_name] = slot
+        return slot, True
+
+    def release(self, slot: Slot, error: BaseException | None = None) -> None:
+        """Give back a slot; callers waiting for its session get `error` if it never started."""
+        if not slot.released:
+            slot.released = True
+            if self._slots.get(slot.room_name) is slot:
+                del self._slots[slot.room_name]
+            if not slot.session.done():
+                slot.session.set_exception(error or RuntimeError("the session did not start"))
+                # The claimant saw the error already; this stops asyncio warning it was never retrieved.
+                slot.session.exception()
+
+    async def start(self, agent: AgentDefinition, slot: Slot, *, owns_room: bool) -> RoomSession:
+        """Start `agent` in the slot's room as a task; the slot is released when the session ends."""
+        try:
+            pipeline = await self._pipelines.build(agent)
+        except BaseException as exc:
+            self.release(slot, exc)
+            raise
+        session = RoomSession(
+            agent,
+            slot.room_name,
+            livekit=self._livekit,
+            pipeline=pipeline,
+            transcripts=self.transcripts,
+            no_participant_timeout_s=self._no_participant_timeout_s,
+            owns_room=owns_room,
+            max_provider_errors=self._settings.max_provider_errors,
+        )
+        self._sessions[slot.room_name] = session
+        task = asyncio.create_task(session.run(), name=f"session:{slot.room_name}")
+        self._tasks[slot.room_name] = task
+        task.add_done_callback(lambda t: self._finished(slot, session, t))
+        slot.session.set_result(session)
+        self.counters["started"] += 1
+        return session
+
+    def _finished(self, slot: Slot, session: RoomSession, task: asyncio.Task[SessionInfo]) -> None:
+        room_name = slot.room_name
+        if self._sessions.get(room_name) is session:
+            del self._sessions[room_name]
+            del self._tasks[room_name]
+        self.release(slot)
+        self._ended[room_name] = session.info
+        if task.cancelled():
+            self.counters["cancelled"] += 1
+        elif task.exception() is not None:
+            # run() records failures itself; an exception here is a bug in the runtime, still contained.
+            self.counters["failed"] += 1
+            log.error("session_crashed", room=room_name, error=repr(task.exception()))
+        elif session.info.end_reason == "failed":
+            self.counters["failed"] += 1
+        else:
+            self.counters["ended"] += 1
+
+    async def stop(self, room_name: str) -> SessionInfo | None:
+        """Stop the session in a room and wait until its agent has left; None if there is none."""
+        session, task = self._sessions.get(room_name), self._tasks.get(room_name)
+        if session is None or task is None:
+            return None
+        session.stop()
+        return await asyncio.shield(task)
+
+    async def shutdown(self) -> None:
+        """Refuse new sessions, ask every live one to end, and cancel what outlasts the drain timeout."""
+        self._closing = True
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        log.info("sessions_draining", count=len(tasks), timeout_s=self._settings.drain_timeout_s)
+        for session in list(self._sessions.values()):
+            session.stop("shutdown")
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("sessions_cancelled", count=len(pending))
+            await asyncio.wait(pending)
+        log.info("sessions_drained", count=len(tasks))

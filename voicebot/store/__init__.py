@@ -1,0 +1,1 @@
+"""State behind one interface: in memory now, Redis when several processes share it."""
