@@ -19,6 +19,7 @@ TRANSCRIPTION_TOPIC = "lk.transcription"
 FINAL_ATTRIBUTE = "lk.transcription_final"
 STATE_ATTRIBUTE = "lk.agent.state"
 FRAME_MS = 10
+MIC_RATE = 48000
 
 
 async def espeak(text: str, *, voice: str = "en-us", wpm: int = 160) -> tuple[np.ndarray, int]:
@@ -38,6 +39,15 @@ async def espeak(text: str, *, voice: str = "en-us", wpm: int = 160) -> tuple[np
     assert process.returncode == 0, err.decode()
     with wave.open(io.BytesIO(out)) as wav:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16), wav.getframerate()
+
+
+def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Linear resampling, enough for a test microphone."""
+    if rate == target:
+        return samples
+    positions = np.linspace(0, len(samples) - 1, int(len(samples) * target / rate))
+    resampled: np.ndarray = np.interp(positions, np.arange(len(samples)), samples).astype(np.int16)
+    return resampled
 
 
 def rms(samples: np.ndarray) -> float:
@@ -68,7 +78,9 @@ class VoiceClient:
     agent_states: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _source: rtc.AudioSource | None = None
+    _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(MIC_RATE, 1))
+    _speech: asyncio.Queue[tuple[np.ndarray, asyncio.Future[float]]] = field(default_factory=asyncio.Queue)
 
     async def connect(self) -> None:
         """Join the room and start listening to agents' audio, transcriptions and state."""
@@ -76,7 +88,14 @@ class VoiceClient:
         self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.on("participant_connected", lambda _p: self._changed.set())
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
+        self.room.on("local_track_subscribed", lambda _track: self._subscribed.set())
         await self.room.connect(self.url, self.token)
+        # Like a browser, publish the microphone on joining, not on the first word.
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        microphone = asyncio.create_task(self._microphone())
+        self._tasks.add(microphone)
 
     async def close(self) -> None:
         """Leave the room."""
@@ -97,7 +116,8 @@ class VoiceClient:
         while not condition():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"gave up after {within_s}s waiting for {what}")
+                heard = [(h.identity, h.text) for h in self.heard if h.final]
+                raise AssertionError(f"gave up after {within_s}s waiting for {what}; heard {heard}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
@@ -105,6 +125,15 @@ class VoiceClient:
     async def wait_until_listening(self, within_s: float, what: str) -> None:
         """Wait until the agent's published state is `listening` (it has finished speaking)."""
         await self.wait_for(lambda: self.agent_states[-1:] == ["listening"], within_s, what)
+
+    async def wait_for_greeting(self, within_s: float = 30) -> None:
+        """Wait until the agent has said its greeting and listens.
+
+        The agent also listens briefly before it greets, and speech over the greeting's first seconds is
+        ignored (livekit-agents' echo-cancellation warm-up), so a test must not speak before this.
+        """
+        await self.wait_for(lambda: bool(self.finals(agent=True)), within_s, "the greeting's transcription")
+        await self.wait_until_listening(within_s, "the agent to listen after its greeting")
 
     def agent_audio_since(self, since: float) -> np.ndarray:
         """Agent audio received after `since` (monotonic time), as int16 samples."""
@@ -120,29 +149,37 @@ class VoiceClient:
         return count * 0.02
 
     async def say(self, samples: np.ndarray, sample_rate: int, trailing_silence_s: float = 1.2) -> float:
-        """Publish speech in real time, then silence; returns when the speech ended (monotonic time)."""
-        if self._source is None:
-            self._source = rtc.AudioSource(sample_rate, 1)
-            track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            await self.room.local_participant.publish_track(track, options)
-        step = sample_rate * FRAME_MS // 1000
-        padded = np.concatenate([samples, np.zeros(-len(samples) % step, dtype=np.int16)])
-        ended = 0.0
-        for offset in range(0, len(padded), step):
-            await self._push(padded[offset : offset + step], sample_rate)
-        ended = time.monotonic()
-        silence = np.zeros(step, dtype=np.int16)
-        for _ in range(int(trailing_silence_s * 1000 / FRAME_MS)):
-            await self._push(silence, sample_rate)
+        """Speak into the microphone in real time, then stay quiet; returns when the speech ended.
+
+        Waits first until the agent listens to the microphone: words spoken before that reach nobody.
+        """
+        await asyncio.wait_for(self._subscribed.wait(), 15)
+        spoken: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._speech.put_nowait((_resample(samples, sample_rate, MIC_RATE), spoken))
+        ended = await spoken
+        await asyncio.sleep(trailing_silence_s)
         return ended
 
-    async def _push(self, chunk: np.ndarray, sample_rate: int) -> None:
-        assert self._source is not None
-        frame = rtc.AudioFrame(chunk.tobytes(), sample_rate, 1, len(chunk))
-        await self._source.capture_frame(frame)
-        # capture_frame returns once the frame is queued; pace to real time as a microphone does.
-        await asyncio.sleep(FRAME_MS / 1000 * 0.95)
+    async def _microphone(self) -> None:
+        """A live microphone: a 10 ms frame every 10 ms, silence unless there is speech to say."""
+        step = MIC_RATE * FRAME_MS // 1000
+        silence = np.zeros(step, dtype=np.int16)
+        next_at = time.monotonic()
+        speech, spoken, offset = None, None, 0
+        while True:
+            if speech is None and not self._speech.empty():
+                (speech, spoken), offset = self._speech.get_nowait(), 0
+            chunk = silence
+            if speech is not None and spoken is not None:
+                chunk = speech[offset : offset + step]
+                chunk = np.concatenate([chunk, silence[: step - len(chunk)]])
+                offset += step
+                if offset >= len(speech):
+                    spoken.set_result(time.monotonic() + FRAME_MS / 1000)
+                    speech, spoken = None, None
+            await self._source.capture_frame(rtc.AudioFrame(chunk.tobytes(), MIC_RATE, 1, step))
+            next_at += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def _on_track(
         self, track: rtc.Track, _publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant

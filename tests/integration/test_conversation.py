@@ -16,6 +16,7 @@ from livekit import rtc
 from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.api.keys import SUPERVISOR
 from voicebot.config import Settings
+from voicebot.livekit import LiveKitGateway
 from voicebot.providers.sphinx_stt import SphinxSTT
 
 pytestmark = pytest.mark.integration
@@ -118,3 +119,22 @@ async def test_sessions_are_listed_with_their_state_and_can_be_stopped(
     assert (await response.json())["end_reason"] == "stopped"
     await person.wait_for(lambda: not person.agents(), 15, "the agent to leave the room")
     assert (await client.delete(f"/api/sessions/{room['room_name']}")).status == 404
+
+
+async def test_an_end_of_call_rule_says_goodbye_and_closes_the_room(
+    client: Client, call: tuple[VoiceClient, dict[str, str]], livekit: LiveKitGateway
+) -> None:
+    person, room = call
+    await person.wait_for_greeting()
+    left = asyncio.Event()
+    person.room.on("disconnected", lambda *_: left.set())
+
+    speech, rate = await espeak("thank you goodbye")
+    await person.say(speech, rate)
+
+    await person.wait_for(left.is_set, 30, "the room to close")
+    assert "Thank you for calling. Goodbye." in person.finals(agent=True)
+    ended = client.app[SUPERVISOR].ended(room["room_name"])
+    assert ended is not None
+    assert ended.end_reason == "call_ended"
+    assert not await livekit.room_exists(room["room_name"])

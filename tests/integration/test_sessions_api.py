@@ -150,7 +150,7 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
     supervisor = client.app[SUPERVISOR]
     try:
         for person in people:
-            await person.wait_until_listening(30, "the greeting to end")
+            await person.wait_for_greeting()
         speech, rate = await espeak("what are you")
         with structlog.testing.capture_logs() as logs:
             await people[0].say(speech, rate)

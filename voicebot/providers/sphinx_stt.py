@@ -127,6 +127,8 @@ class SphinxSTT(stt.STT[Never]):
         loop = asyncio.get_running_loop()
         pcm = await loop.run_in_executor(self._recogniser.executor, _to_16k_mono, frame)
         text, confidence = await loop.run_in_executor(self._recogniser.executor, self._recogniser.decode, pcm)
+        audio_s = len(pcm) / 2 / SAMPLE_RATE
+        log.debug("stt_recognised", text=text, confidence=round(confidence, 3), audio_s=audio_s)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             alternatives=[

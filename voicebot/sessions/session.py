@@ -178,12 +178,16 @@ class RoomSession:
                     "min_delay": turn.min_endpointing_delay_s,
                     "max_delay": turn.max_endpointing_delay_s,
                 },
-                "interruption": {"enabled": turn.allow_interruptions},
+                # Adaptive interruption uses LiveKit's cloud model; nothing here may leave the machine.
+                "interruption": {"enabled": turn.allow_interruptions, "mode": "vad"},
             },
+            # On close livekit waits for a last transcript; a non-streaming STT never sends one.
+            session_close_transcript_timeout=2.0 if self._pipeline.stt.capabilities.streaming else 0.1,
             user_away_timeout=None,
             conn_options=SessionConnectOptions(max_unrecoverable_errors=self._max_provider_errors),
         )
         session.on("agent_state_changed", self._on_agent_state)
+        session.on("user_state_changed", lambda e: self._log.debug("user_state_changed", state=e.new_state))
         session.on("conversation_item_added", self._on_conversation_item)
         session.on("error", self._on_error)
         session.on("close", self._on_close)
@@ -210,6 +214,7 @@ class RoomSession:
 
     def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
         self.info.state = event.new_state
+        self._log.debug("agent_state_changed", state=event.new_state)
 
     def _on_conversation_item(self, event: ConversationItemAddedEvent) -> None:
         item = event.item
