@@ -14,6 +14,7 @@ from voicebot.api import agents, health, rooms, sessions
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, ROOMS, SETTINGS, STARTED_AT, SUPERVISOR
 from voicebot.config import Settings
+from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.livekit_server import EmbeddedLiveKitServer
 from voicebot.loop_monitor import LoopMonitor
@@ -67,6 +68,8 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
         finally:
             await supervisor.shutdown()
             await monitor.stop()
+            if embedded is not None:
+                await _close_rooms(gateway)
             await gateway.close()
             if embedded is not None:
                 await embedded.stop()
@@ -80,6 +83,15 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
         app.router.add_get("/", _index)
         app.router.add_static("/static/", STATIC_DIR, append_version=True)
     return app
+
+
+async def _close_rooms(gateway: LiveKitGateway) -> None:
+    """Close every room of an embedded server about to stop, so people see the call end, not a reconnect."""
+    try:
+        for name in await gateway.room_names():
+            await gateway.delete_room(name)
+    except LiveKitUnavailable as exc:
+        log.warning("rooms_not_closed", reason=str(exc))
 
 
 async def _index(_request: web.Request) -> web.FileResponse:

@@ -14,6 +14,7 @@ import pytest
 from livekit import api, rtc
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
+from tests.voice_client import VoiceClient
 from voicebot.livekit_server import LiveKitServerPorts
 
 pytestmark = pytest.mark.integration
@@ -145,3 +146,29 @@ async def test_serve_runs_its_own_livekit_and_stops_it_on_exit(
     assert await asyncio.wait_for(process.wait(), 30) == 0
     assert not await port_is_open(lk_ports.http), "the embedded livekit-server outlived voicebot"
     assert not await port_is_open(port)
+
+
+async def test_sigterm_lets_live_sessions_leave_before_livekit_stops(
+    served: tuple[asyncio.subprocess.Process, int, LiveKitServerPorts],
+) -> None:
+    process, port, _ = served
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{port}/api/livekit/create-room", json={"agent_id": "agent-123"}
+        ) as response,
+    ):
+        room = await response.json()
+    person = VoiceClient(room["livekit_url"], room["access_token"])
+    order: list[str] = []
+    person.room.on("participant_disconnected", lambda p: order.append(f"left:{p.identity.split('-')[0]}"))
+    person.room.on("disconnected", lambda *_: order.append("room_closed"))
+    await person.connect()
+    await person.wait_for_greeting()
+
+    process.send_signal(signal.SIGTERM)
+
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    await person.wait_for(lambda: "room_closed" in order, 10, "the room to close")
+    assert order == ["left:agent", "room_closed"], "the agent should leave before LiveKit shuts down"
+    await person.close()
