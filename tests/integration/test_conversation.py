@@ -45,9 +45,9 @@ async def recognise(samples: np.ndarray, sample_rate: int, phrases: list[str]) -
 
 
 async def test_agent_greets_hears_a_rule_phrase_and_speaks_the_rules_reply(
-    call: tuple[VoiceClient, dict[str, str]], settings: Settings
+    client: Client, call: tuple[VoiceClient, dict[str, str]], settings: Settings
 ) -> None:
-    person, _ = call
+    person, room = call
     agent = settings.agent("agent-123")
     assert agent is not None
     reply = agent.rules[0].reply
@@ -72,6 +72,13 @@ async def test_agent_greets_hears_a_rule_phrase_and_speaks_the_rules_reply(
     other_replies = [rule.reply for rule in agent.rules[1:]]
     heard = await recognise(answer, person.agent_sample_rate, [reply, *other_replies])
     assert {"nine", "five", "monday", "friday"} <= set(heard.split()), heard
+    transcript = await (await client.get(f"/api/sessions/{room['room_name']}/transcript")).json()
+    lines = [(line["speaker"], line["text"]) for line in transcript["lines"]]
+    assert lines == [("agent", agent.greeting), ("user", QUESTION), ("agent", reply)]
+    said, answered = transcript["lines"][1]["metrics"], transcript["lines"][2]["metrics"]
+    assert {"end_of_turn_delay", "transcription_delay"} <= set(said)
+    assert {"llm_node_ttft", "tts_node_ttfb", "e2e_latency"} <= set(answered)
+    assert 0 < answered["e2e_latency"] < 10
 
 
 async def test_the_session_ends_when_the_person_leaves_and_its_transcript_stays(

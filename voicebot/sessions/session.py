@@ -166,26 +166,7 @@ class RoomSession:
         )
 
     def _agent_session(self) -> AgentSession[None]:
-        turn = self.agent.turn
-        session: AgentSession[None] = AgentSession(
-            stt=self._pipeline.stt,
-            llm=self._pipeline.llm,
-            tts=self._pipeline.tts,
-            vad=self._pipeline.vad,
-            turn_handling={
-                "turn_detection": "vad",
-                "endpointing": {
-                    "min_delay": turn.min_endpointing_delay_s,
-                    "max_delay": turn.max_endpointing_delay_s,
-                },
-                # Adaptive interruption uses LiveKit's cloud model; nothing here may leave the machine.
-                "interruption": {"enabled": turn.allow_interruptions, "mode": "vad"},
-            },
-            # On close livekit waits for a last transcript; a non-streaming STT never sends one.
-            session_close_transcript_timeout=2.0 if self._pipeline.stt.capabilities.streaming else 0.1,
-            user_away_timeout=None,
-            conn_options=SessionConnectOptions(max_unrecoverable_errors=self._max_provider_errors),
-        )
+        session = new_agent_session(self.agent, self._pipeline, max_provider_errors=self._max_provider_errors)
         session.on("agent_state_changed", self._on_agent_state)
         session.on("user_state_changed", lambda e: self._log.debug("user_state_changed", state=e.new_state))
         session.on("conversation_item_added", self._on_conversation_item)
@@ -224,9 +205,10 @@ class RoomSession:
         if not text:
             return
         speaker: Speaker = "user" if item.role == "user" else "agent"
-        self._spawn(
-            self._transcripts.append(self.info.room_name, TranscriptLine(speaker, text, event.created_at))
-        )
+        # livekit-agents' per-turn latencies (transcription, end of turn, ttft, ttfb, e2e) ride on the line.
+        metrics = {key: round(value, 4) for key, value in item.metrics.items() if isinstance(value, float)}
+        line = TranscriptLine(speaker, text, event.created_at, metrics)
+        self._spawn(self._transcripts.append(self.info.room_name, line))
         if speaker == "agent" and self._ends_call(text):
             self._ending.set("call_ended")
 
@@ -281,6 +263,32 @@ class RoomSession:
             self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
         else:
             self._log.info("session_ended", reason=info.end_reason, duration_s=duration)
+
+
+def new_agent_session(
+    agent: AgentDefinition, pipeline: Pipeline, *, max_provider_errors: int
+) -> AgentSession[None]:
+    """livekit-agents' AgentSession for an agent definition: its models and turn-taking settings."""
+    turn = agent.turn
+    return AgentSession(
+        stt=pipeline.stt,
+        llm=pipeline.llm,
+        tts=pipeline.tts,
+        vad=pipeline.vad,
+        turn_handling={
+            "turn_detection": "vad",
+            "endpointing": {
+                "min_delay": turn.min_endpointing_delay_s,
+                "max_delay": turn.max_endpointing_delay_s,
+            },
+            # Adaptive interruption uses LiveKit's cloud model; nothing here may leave the machine.
+            "interruption": {"enabled": turn.allow_interruptions, "mode": "vad"},
+        },
+        user_away_timeout=None,
+        conn_options=SessionConnectOptions(max_unrecoverable_errors=max_provider_errors),
+        # On close livekit waits for a last transcript; a non-streaming STT never sends one.
+        session_close_transcript_timeout=2.0 if pipeline.stt.capabilities.streaming else 0.1,
+    )
 
 
 def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:

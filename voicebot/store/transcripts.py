@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 Speaker = Literal["user", "agent"]
@@ -17,6 +17,8 @@ class TranscriptLine:
     text: str
     at: float
     """Unix time the utterance was committed to the conversation."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """livekit-agents' latencies for the turn, in seconds (e.g. end_of_turn_delay, llm_node_ttft)."""
 
     def as_json(self) -> dict[str, Any]:
         """The line as the API returns it."""

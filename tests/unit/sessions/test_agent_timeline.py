@@ -24,8 +24,10 @@ from livekit.agents import (
 from livekit.agents.voice.events import AgentState, UserState
 
 from tests.fakes import RealTimeAudioOutput, ScriptedAudioInput, ScriptedSTT, ToneTTS, ToneVAD, Utterance
+from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition, Rule, TurnSettings
 from voicebot.providers.rules_llm import RulesLLM
+from voicebot.sessions.session import new_agent_session
 
 HOURS = Rule(reply="We open at nine.", phrases=("opening hours",))
 AGENT = AgentDefinition(
@@ -104,24 +106,14 @@ async def scripted_call(agent: AgentDefinition, utterances: Sequence[Utterance] 
     speech_to_text = ScriptedSTT(utterances)
     text_to_speech = ToneTTS(audio_s=TTS_AUDIO_S)
     speaker = RealTimeAudioOutput()
-    session: AgentSession[None] = AgentSession(
+    pipeline = Pipeline(
         stt=speech_to_text,
         llm=RulesLLM(agent),
         tts=text_to_speech,
         vad=ToneVAD(min_silence_s=turn.vad_min_silence_s),
-        turn_handling={
-            "turn_detection": "vad",
-            "endpointing": {
-                "min_delay": turn.min_endpointing_delay_s,
-                "max_delay": turn.max_endpointing_delay_s,
-            },
-            # "vad" pins what voicebot gets outside LiveKit's dev mode: no cloud interruption model.
-            "interruption": {"enabled": turn.allow_interruptions, "mode": "vad"},
-        },
-        user_away_timeout=None,
-        # On close the session waits this long for a last transcript; these scripts leave none pending.
-        session_close_transcript_timeout=0.05,
     )
+    # The very AgentSession settings the runtime uses, around scripted models.
+    session = new_agent_session(agent, pipeline, max_provider_errors=3)
     call = Call(session=session, stt=speech_to_text, tts=text_to_speech, speaker=speaker)
     call.listen()
     session.input.audio = ScriptedAudioInput(utterances)
