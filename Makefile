@@ -14,13 +14,19 @@ LIVEKIT_SERVER_STAMP := $(BIN)/.livekit-server-$(LIVEKIT_SERVER_VERSION)
 # Debian packages the offline pipeline and the tests run: espeak-ng speaks, sox measures audio.
 APT_PACKAGES := espeak-ng sox
 
-.PHONY: run test check lint typecheck install system-packages livekit-server clean
+.PHONY: run test bench check lint typecheck install system-packages livekit-server clean
 
 run: install system-packages livekit-server
 	$(PY) -m voicebot serve
 
 test: install system-packages livekit-server check
 	$(PY) -m pytest
+
+# Benchmarks print their tables and write bench/results/*.json; they take a few minutes.
+bench: install system-packages livekit-server
+	$(PY) -m bench.join_latency
+	$(PY) -m bench.memory
+	$(PY) -m bench.voice_latency
 
 check: lint typecheck
 

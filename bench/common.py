@@ -56,18 +56,13 @@ async def voicebot_process(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m voicebot serve` against `server`; yields the process and its base URL."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voicebot",
-        "serve",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=livekit_env(server, **env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    # voicebot's own log stays beside the results, for when a number looks wrong.
+    with (RESULTS / "voicebot.log").open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voicebot", "serve", "--port", str(port),
+            cwd=ROOT, env=livekit_env(server, **env), stdout=asyncio.subprocess.PIPE, stderr=log_file,
+        )  # fmt: skip
     assert process.stdout is not None
     await asyncio.wait_for(process.stdout.readline(), 60)
     try:

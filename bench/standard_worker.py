@@ -1,27 +1,50 @@
-"""The standard livekit-agents worker, for comparison: an AgentServer whose jobs only join the room.
+"""The standard livekit-agents worker running voicebot's own agent, for comparison.
 
-Run by bench/join_latency.py and bench/memory.py with LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set.
+An AgentServer (process executor, warm idle processes: livekit-agents' production defaults) whose job
+runs the same AgentSession, with the same offline pipeline and greeting, that voicebot runs as a task.
+Started by the benchmarks with LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from pathlib import Path
 
-from livekit.agents import AgentServer, JobContext
+from livekit.agents import Agent, AgentServer, JobContext, JobProcess
+
+from voicebot.agents.pipeline import ProviderPipelineFactory
+from voicebot.config import load_settings
+from voicebot.sessions.session import new_agent_session
 
 AGENT_NAME = "bench-standard"
+AGENT_ID = "agent-123"
+CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
-server = AgentServer(port=0)
+
+def prewarm(process: JobProcess) -> None:
+    """Load settings once per worker process, as livekit recommends for models."""
+    process.userdata["settings"] = load_settings(CONFIG, os.environ)
+
+
+def no_load() -> float:
+    """Always take jobs: with LiveKit and the clients on the same cores, the CPU-load default refuses them."""
+    return 0.0
+
+
+server = AgentServer(port=0, setup_fnc=prewarm, load_fnc=no_load)
 
 
 @server.rtc_session(agent_name=AGENT_NAME)
 async def entrypoint(ctx: JobContext) -> None:
-    """Join the room and stay until it closes, as a voice agent's job would."""
-    await ctx.connect()
-    closed = asyncio.Event()
-    ctx.room.on("disconnected", lambda *_: closed.set())
-    await closed.wait()
+    """voicebot's agent-123, hosted by a worker job instead of a task."""
+    settings = ctx.proc.userdata["settings"]
+    agent = settings.agent(AGENT_ID)
+    pipeline = await ProviderPipelineFactory(settings.providers).build(agent)
+    session = new_agent_session(agent, pipeline, max_provider_errors=settings.sessions.max_provider_errors)
+    await session.start(agent=Agent(instructions=agent.instructions), room=ctx.room)
+    session.say(agent.greeting)
 
 
 async def main() -> None:

@@ -89,13 +89,17 @@ class LiveKitGateway:
         response = await self._call("list rooms", self._api.room.list_rooms(request))
         return {room.name for room in response.rooms}
 
-    async def participant_identities(self, room_name: str) -> list[str]:
-        """Identities of everyone in the room now."""
+    async def participants(self, room_name: str) -> list[api.ParticipantInfo]:
+        """Everyone in the room now, as the server describes them."""
         response = await self._call(
             "list participants",
             self._api.room.list_participants(api.ListParticipantsRequest(room=room_name)),
         )
-        return [participant.identity for participant in response.participants]
+        return list(response.participants)
+
+    async def participant_identities(self, room_name: str) -> list[str]:
+        """Identities of everyone in the room now."""
+        return [participant.identity for participant in await self.participants(room_name)]
 
     def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
         """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""
