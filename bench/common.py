@@ -68,8 +68,7 @@ async def voicebot_process(
     try:
         yield process, f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 30)
+        await _stop(process)
 
 
 @asynccontextmanager
@@ -86,12 +85,18 @@ async def standard_worker(server: EmbeddedLiveKitServer) -> AsyncIterator[asynci
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await _stop(process)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL after 30 s: a benchmark must not hang on a process that will not go."""
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
+        print(f"pid {process.pid} ignored SIGTERM for 30 s; killed", file=sys.stderr)
+        process.kill()
+        await process.wait()
 
 
 async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,11 @@ def tree_rss_mb(pid: int) -> float:
     return total / MB
 
 
+async def greeted(client: VoiceClient) -> None:
+    """Wait until the client's agent has started its greeting: its session is fully up."""
+    await client.wait_for(lambda: "speaking" in client.agent_states, 120, "the agent to greet")
+
+
 async def climb(pid: int, open_session: Open, steps: list[int]) -> list[dict[str, float]]:
     """Open sessions up to each step and record the memory there."""
     clients: list[VoiceClient] = []
@@ -53,11 +58,13 @@ async def climb(pid: int, open_session: Open, steps: list[int]) -> list[dict[str
         for step in steps:
             while len(clients) < step:
                 url, token = await open_session()
-                client = VoiceClient(url, token)
+                # The client streams its microphone but does not record the agent's audio: on 2 cores,
+                # 30 recording clients would cost the machine as much as the agents being measured.
+                client = VoiceClient(url, token, listen=False)
                 await client.connect()
                 clients.append(client)
             for client in clients:
-                await client.wait_for_greeting(120)
+                await greeted(client)
             await asyncio.sleep(SETTLE_S)
             readings.append({"sessions": step, "rss_mb": round(tree_rss_mb(pid), 1)})
             print(f"  {step:3} sessions: {readings[-1]['rss_mb']:8.1f} MB", flush=True)

@@ -1,9 +1,10 @@
 """Voice-to-voice latency, offline pipeline: from the end of the caller's speech to the agent's first audio.
 
 One call to agent-123 through a real livekit-server; the client speaks the agent's rule phrases (espeak-ng
-audio) turn after turn and measures, at the client, from the last sample of its speech to the first 20 ms of
-agent audio above speech level. Beside it, livekit-agents' own per-turn metrics as voicebot's transcript keeps
-them: end of turn (VAD silence + endpointing), transcription, LLM time to first token, TTS time to first byte.
+audio) turn after turn and measures, at the client, from the last sample of its speech to the first 10 ms
+frame of agent audio above speech level. Beside it, livekit-agents' own per-turn metrics as voicebot's
+transcript keeps them: end of turn (VAD silence + endpointing), transcription, LLM time to first token, TTS
+time to first byte.
 
     .venv/bin/python -m bench.voice_latency [--turns 20]
 """
@@ -23,20 +24,15 @@ from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.config import load_settings
 
 SPEECH_LEVEL = 300.0
-WINDOW_S = 0.02
 CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
 def first_speech_after(client: VoiceClient, since: float) -> float | None:
-    """Monotonic time of the first 20 ms window of agent audio above speech level after `since`."""
-    window = int(client.agent_sample_rate * WINDOW_S)
+    """Monotonic time the first agent audio frame above speech level began, after `since`."""
     for at, samples in client.agent_audio:
-        if at < since:
-            continue
-        for offset in range(0, len(samples) - window + 1, window):
-            if rms(samples[offset : offset + window]) > SPEECH_LEVEL:
-                # Frames are stamped on arrival; place the window within its frame.
-                return at - (len(samples) - offset) / client.agent_sample_rate
+        if at >= since and rms(samples) > SPEECH_LEVEL:
+            # Frames (10 ms) are stamped on arrival, at their end.
+            return at - len(samples) / client.agent_sample_rate
     return None
 
 

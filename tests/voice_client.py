@@ -71,6 +71,8 @@ class VoiceClient:
 
     url: str
     token: str
+    listen: bool = True
+    """Record the agent's audio. Either way the client subscribes: the agent speaks only once someone does."""
     room: rtc.Room = field(default_factory=rtc.Room)
     agent_audio: list[tuple[float, np.ndarray]] = field(default_factory=list)
     agent_sample_rate: int = 48000
@@ -184,7 +186,8 @@ class VoiceClient:
     def _on_track(
         self, track: rtc.Track, _publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        if track.kind == rtc.TrackKind.KIND_AUDIO and participant.identity.startswith(AGENT_IDENTITY_PREFIX):
+        agent = participant.identity.startswith(AGENT_IDENTITY_PREFIX)
+        if self.listen and agent and track.kind == rtc.TrackKind.KIND_AUDIO:
             task = asyncio.create_task(
                 self._record(rtc.AudioStream(track, sample_rate=self.agent_sample_rate))
             )
