@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -128,7 +129,7 @@ class SessionSupervisor:
             del self._sessions[room_name]
             del self._tasks[room_name]
         self.release(slot)
-        self._ended[room_name] = session.info
+        self._remember_ended(session.info)
         if task.cancelled():
             self.counters["cancelled"] += 1
         elif task.exception() is not None:
@@ -139,6 +140,13 @@ class SessionSupervisor:
             self.counters["failed"] += 1
         else:
             self.counters["ended"] += 1
+
+    def _remember_ended(self, info: SessionInfo) -> None:
+        # Kept as long as the transcript is: a process that runs for months must not keep every call.
+        horizon = time.time() - self._settings.transcript_retention_s
+        for room_name in [room for room, old in self._ended.items() if (old.ended_at or 0) < horizon]:
+            del self._ended[room_name]
+        self._ended[info.room_name] = info
 
     async def stop(self, room_name: str) -> SessionInfo | None:
         """Stop the session in a room and wait until its agent has left; None if there is none."""
