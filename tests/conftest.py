@@ -64,6 +64,6 @@ async def livekit(settings: Settings) -> AsyncIterator[LiveKitGateway]:
     await gateway.close()
 
 
-def with_body_limit(settings: Settings, limit: int) -> Settings:
-    """The same settings with another request body limit."""
-    return replace(settings, server=replace(settings.server, max_body_bytes=limit))
+def changed(settings: Settings, section: str, **values: Any) -> Settings:
+    """The same settings with some keys of one section changed: (settings, "sessions", max_concurrent=2)."""
+    return replace(settings, **{section: replace(getattr(settings, section), **values)})

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from voicebot.config import ConfigError, Settings, load_settings
-from voicebot.livekit import LiveKitGateway
+from voicebot.livekit import join_grants, sign_token
 from voicebot.livekit_server import LiveKitServerError
 from voicebot.logs import configure_logging
 
@@ -61,9 +61,7 @@ def _with_listen_address(settings: Settings, host: str | None, port: int | None)
 
 def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> str:
     lk = settings.livekit
-    return LiveKitGateway.mint_token(
-        lk.api_key, lk.api_secret, room_name=room, identity=identity, ttl_s=ttl_s or lk.token_ttl_s
-    )
+    return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl_s or lk.token_ttl_s)
 
 
 def _serve(settings: Settings) -> int:

@@ -54,7 +54,6 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
             livekit=gateway,
             pipelines=pipelines or ProviderPipelineFactory(settings.providers),
             transcripts=InMemoryTranscriptStore(settings.sessions.transcript_retention_s),
-            no_participant_timeout_s=lk.empty_timeout_s,
         )
         monitor = LoopMonitor()
         monitor.start()

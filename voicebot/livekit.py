@@ -104,11 +104,7 @@ class LiveKitGateway:
     def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
         """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""
         identity = f"{USER_IDENTITY_PREFIX}{secrets.token_hex(6)}"
-        key, secret = self._api_key, self._api_secret
-        token = self.mint_token(
-            key, secret, room_name=room_name, identity=identity, ttl_s=ttl_s, name="Caller"
-        )
-        return identity, token
+        return identity, self.token(identity, join_grants(room_name), ttl_s=ttl_s, name="Caller")
 
     def token(
         self,
@@ -119,22 +115,10 @@ class LiveKitGateway:
         kind: ParticipantKind = "standard",
         name: str = "",
     ) -> str:
-        """A token signed with the configured key, for any grants (the runtime's agents use it)."""
-        return _sign(self._api_key, self._api_secret, identity, grants, ttl_s=ttl_s, kind=kind, name=name)
-
-    @staticmethod
-    def mint_token(
-        api_key: str, api_secret: str, *, room_name: str, identity: str, ttl_s: int, name: str = ""
-    ) -> str:
-        """A join token for one identity in one room: publish and subscribe, no admin grants."""
-        grants = api.VideoGrants(
-            room_join=True,
-            room=room_name,
-            can_publish=True,
-            can_subscribe=True,
-            can_publish_data=True,
+        """A token signed with the configured key."""
+        return sign_token(
+            self._api_key, self._api_secret, identity, grants, ttl_s=ttl_s, kind=kind, name=name
         )
-        return _sign(api_key, api_secret, identity, grants, ttl_s=ttl_s, name=name)
 
     async def probe(self) -> LiveKitProbe:
         """Check that the server answers its health endpoint, and how fast."""
@@ -159,7 +143,14 @@ class LiveKitGateway:
             raise LiveKitUnavailable(action, _describe(exc)) from exc
 
 
-def _sign(
+def join_grants(room_name: str) -> api.VideoGrants:
+    """What a person may do in one room: join, publish, subscribe, send data; nothing administrative."""
+    return api.VideoGrants(
+        room_join=True, room=room_name, can_publish=True, can_subscribe=True, can_publish_data=True
+    )
+
+
+def sign_token(
     api_key: str,
     api_secret: str,
     identity: str,
@@ -169,6 +160,7 @@ def _sign(
     kind: ParticipantKind = "standard",
     name: str = "",
 ) -> str:
+    """A JWT for `identity` with `grants`, signed with the key pair."""
     return (
         api.AccessToken(api_key, api_secret)
         .with_identity(identity)

@@ -10,7 +10,7 @@ from aiohttp import payload
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import with_body_limit
+from tests.conftest import changed
 from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
@@ -72,7 +72,7 @@ async def test_unknown_agent_message_names_the_agent(client: Client) -> None:
 
 @pytest.fixture
 async def small_limit_client(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
-    return await aiohttp_client(create_app(with_body_limit(settings, 1024)))
+    return await aiohttp_client(create_app(changed(settings, "server", max_body_bytes=1024)))
 
 
 async def test_a_body_over_the_limit_gets_413(small_limit_client: Client) -> None:

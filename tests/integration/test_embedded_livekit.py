@@ -9,7 +9,7 @@ import pytest
 from livekit import rtc
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports
-from voicebot.livekit import LiveKitGateway
+from voicebot.livekit import LiveKitGateway, join_grants, sign_token
 from voicebot.livekit_server import EmbeddedLiveKitServer, LiveKitServerError, find_binary
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ async def test_stop_with_a_participant_connected_exits_cleanly() -> None:
     await gateway.create_room("held-open", empty_timeout_s=60, departure_timeout_s=60)
     room = rtc.Room()
     await room.connect(
-        server.url, gateway.mint_token(API_KEY, API_SECRET, room_name="held-open", identity="stays", ttl_s=60)
+        server.url, sign_token(API_KEY, API_SECRET, "stays", join_grants("held-open"), ttl_s=60)
     )
     try:
         assert await stop_and_get_returncode(server) == 0

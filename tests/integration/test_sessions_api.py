@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from livekit.agents import APIStatusError, llm
 from pytest_aiohttp import AiohttpClient
 
+from tests.conftest import changed
 from tests.voice_client import VoiceClient, espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
 from voicebot.api.keys import SUPERVISOR
@@ -25,10 +26,6 @@ pytestmark = pytest.mark.integration
 Client = TestClient[Any, Any]
 
 
-def with_limit(settings: Settings, limit: int) -> Settings:
-    return replace(settings, sessions=replace(settings.sessions, max_concurrent=limit))
-
-
 async def create_room(client: Client, agent_id: str = "agent-123") -> Any:
     return await client.post("/api/livekit/create-room", json={"agent_id": agent_id})
 
@@ -36,7 +33,7 @@ async def create_room(client: Client, agent_id: str = "agent-123") -> Any:
 async def test_over_the_limit_create_room_gets_503_and_leaves_no_room(
     aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
 ) -> None:
-    client = await aiohttp_client(create_app(with_limit(settings, 2)))
+    client = await aiohttp_client(create_app(changed(settings, "sessions", max_concurrent=2)))
     first, second = [await (await create_room(client)).json() for _ in range(2)]
     rooms_before = await livekit.room_names()
 
@@ -52,7 +49,7 @@ async def test_over_the_limit_create_room_gets_503_and_leaves_no_room(
 async def test_concurrent_create_rooms_never_exceed_the_limit(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(with_limit(settings, 3)))
+    client = await aiohttp_client(create_app(changed(settings, "sessions", max_concurrent=3)))
 
     responses = await asyncio.gather(*(create_room(client) for _ in range(8)))
 
@@ -62,7 +59,7 @@ async def test_concurrent_create_rooms_never_exceed_the_limit(
 
 
 async def test_a_freed_place_can_be_used_again(aiohttp_client: AiohttpClient, settings: Settings) -> None:
-    client = await aiohttp_client(create_app(with_limit(settings, 1)))
+    client = await aiohttp_client(create_app(changed(settings, "sessions", max_concurrent=1)))
     room = await (await create_room(client)).json()
     assert (await create_room(client)).status == 503
 
@@ -140,7 +137,7 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
     # The first failure ends the session (the default tolerates three in a row).
-    strict = replace(settings, sessions=replace(settings.sessions, max_provider_errors=0))
+    strict = changed(settings, "sessions", max_provider_errors=0)
     client = await aiohttp_client(create_app(strict, pipelines=OneBrokenAgent(settings.providers)))
     broken = await (await create_room(client, "faq")).json()
     healthy = await (await create_room(client, "agent-123")).json()
@@ -172,3 +169,24 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
     finally:
         for person in people:
             await person.close()
+
+
+async def test_an_agent_whose_room_nobody_joins_leaves_when_livekit_closes_it(
+    aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
+) -> None:
+    client = await aiohttp_client(create_app(changed(settings, "livekit", empty_timeout_s=1)))
+    room = await (await create_room(client)).json()
+    supervisor = client.app[SUPERVISOR]
+    session = supervisor.session(room["room_name"])
+    assert session is not None
+
+    for _ in range(100):
+        if supervisor.ended(room["room_name"]) is not None:
+            break
+        await asyncio.sleep(0.1)
+
+    ended = supervisor.ended(room["room_name"])
+    assert ended is not None
+    assert ended.end_reason == "room_closed"
+    assert supervisor.session(room["room_name"]) is None
+    assert not await livekit.room_exists(room["room_name"])

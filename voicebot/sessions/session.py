@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -28,9 +28,7 @@ from voicebot.store.transcripts import Speaker, TranscriptLine, TranscriptStore
 
 log = structlog.get_logger(__name__)
 
-EndReason = Literal[
-    "room_closed", "participants_left", "no_participant", "stopped", "call_ended", "failed", "shutdown"
-]
+EndReason = Literal["room_closed", "participants_left", "stopped", "call_ended", "failed", "shutdown"]
 
 
 @dataclass
@@ -49,17 +47,7 @@ class SessionInfo:
 
     def as_json(self) -> dict[str, Any]:
         """The session as the API returns it."""
-        return {
-            "session_id": self.session_id,
-            "room_name": self.room_name,
-            "agent_id": self.agent_id,
-            "identity": self.identity,
-            "state": self.state,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "end_reason": self.end_reason,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -87,7 +75,6 @@ class RoomSession:
         livekit: LiveKitGateway,
         pipeline: Pipeline,
         transcripts: TranscriptStore,
-        no_participant_timeout_s: float,
         owns_room: bool,
         max_provider_errors: int = 3,
     ) -> None:
@@ -102,15 +89,12 @@ class RoomSession:
         self._livekit = livekit
         self._pipeline = pipeline
         self._transcripts = transcripts
-        self._no_participant_timeout_s = no_participant_timeout_s
         self._owns_room = owns_room
         self._max_provider_errors = max_provider_errors
         self._ending = _Ending()
         self._pending: set[asyncio.Task[None]] = set()
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
-        self.joined = asyncio.Event()
-        """Set once the agent is in the room and its session has started."""
 
     def stop(self, reason: EndReason = "stopped") -> None:
         """Ask the session to end; `run()` returns once it has left the room."""
@@ -136,10 +120,9 @@ class RoomSession:
                     # Ending the session is ours to decide (last human gone), not the first caller's.
                     room_options=room_io.RoomOptions(close_on_disconnect=False),
                 )
-                self.joined.set()
                 if self.agent.greeting:
                     session.say(self.agent.greeting)
-                await self._wait_for_end(room)
+                await self._ending.event.wait()
         except asyncio.CancelledError:
             self._ending.set("shutdown")
             raise
@@ -175,23 +158,14 @@ class RoomSession:
         return session
 
     def _watch_room(self, room: rtc.Room) -> None:
+        # Nobody arriving is LiveKit's to decide: agents do not count as participants, so a room with only
+        # its agent closes after the room's empty_timeout and the session ends with room_closed.
         room.on("disconnected", lambda reason: self._ending.set("room_closed"))
         room.on("participant_disconnected", lambda _p: self._check_humans(room))
 
     def _check_humans(self, room: rtc.Room) -> None:
         if not _humans(room):
             self._ending.set("participants_left")
-
-    async def _wait_for_end(self, room: rtc.Room) -> None:
-        if not _humans(room):
-            arrived = _first_human(room)
-            try:
-                await asyncio.wait_for(
-                    _first_of(arrived, self._ending.event.wait()), self._no_participant_timeout_s
-                )
-            except TimeoutError:
-                self._ending.set("no_participant")
-        await self._ending.event.wait()
 
     def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
         self.info.state = event.new_state
@@ -251,7 +225,7 @@ class RoomSession:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             if self._job_cleanup is not None:
                 await self._job_cleanup()
-            if self._owns_room and info.end_reason in ("call_ended", "no_participant", "failed"):
+            if self._owns_room and info.end_reason in ("call_ended", "failed"):
                 # Nobody else will use a room we made for this call.
                 await self._livekit.delete_room(info.room_name)
         except Exception:
@@ -295,28 +269,3 @@ def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
     return [
         p for p in room.remote_participants.values() if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
     ]
-
-
-async def _first_human(room: rtc.Room) -> None:
-    arrived = asyncio.Event()
-
-    def on_join(participant: rtc.RemoteParticipant) -> None:
-        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-            arrived.set()
-
-    room.on("participant_connected", on_join)
-    try:
-        if not _humans(room):
-            await arrived.wait()
-    finally:
-        room.off("participant_connected", on_join)
-
-
-async def _first_of(*aws: Any) -> None:
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

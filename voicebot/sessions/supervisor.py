@@ -41,16 +41,13 @@ class SessionSupervisor:
         livekit: LiveKitGateway,
         pipelines: PipelineFactory,
         transcripts: TranscriptStore,
-        no_participant_timeout_s: float,
     ) -> None:
         self._settings = settings
         self._livekit = livekit
         self._pipelines = pipelines
         self.transcripts = transcripts
-        self._no_participant_timeout_s = no_participant_timeout_s
         self._slots: dict[str, Slot] = {}
-        self._sessions: dict[str, RoomSession] = {}
-        self._tasks: dict[str, asyncio.Task[SessionInfo]] = {}
+        self._live: dict[str, tuple[RoomSession, asyncio.Task[SessionInfo]]] = {}
         self._ended: dict[str, SessionInfo] = {}
         self.counters: Counter[str] = Counter()
         self._closing = False
@@ -62,11 +59,12 @@ class SessionSupervisor:
 
     def session(self, room_name: str) -> RoomSession | None:
         """The live session in a room, if any."""
-        return self._sessions.get(room_name)
+        live = self._live.get(room_name)
+        return live[0] if live is not None else None
 
     def live(self) -> list[SessionInfo]:
         """Every live session, oldest first."""
-        return sorted((s.info for s in self._sessions.values()), key=lambda info: info.started_at)
+        return sorted((session.info for session, _ in self._live.values()), key=lambda info: info.started_at)
 
     def ended(self, room_name: str) -> SessionInfo | None:
         """The last ended session of a room, while this process remembers it."""
@@ -111,13 +109,11 @@ class SessionSupervisor:
             livekit=self._livekit,
             pipeline=pipeline,
             transcripts=self.transcripts,
-            no_participant_timeout_s=self._no_participant_timeout_s,
             owns_room=owns_room,
             max_provider_errors=self._settings.max_provider_errors,
         )
-        self._sessions[slot.room_name] = session
         task = asyncio.create_task(session.run(), name=f"session:{slot.room_name}")
-        self._tasks[slot.room_name] = task
+        self._live[slot.room_name] = (session, task)
         task.add_done_callback(lambda t: self._finished(slot, session, t))
         slot.session.set_result(session)
         self.counters["started"] += 1
@@ -125,9 +121,8 @@ class SessionSupervisor:
 
     def _finished(self, slot: Slot, session: RoomSession, task: asyncio.Task[SessionInfo]) -> None:
         room_name = slot.room_name
-        if self._sessions.get(room_name) is session:
-            del self._sessions[room_name]
-            del self._tasks[room_name]
+        if self._live.get(room_name, (None,))[0] is session:
+            del self._live[room_name]
         self.release(slot)
         self._remember_ended(session.info)
         if task.cancelled():
@@ -150,21 +145,23 @@ class SessionSupervisor:
 
     async def stop(self, room_name: str) -> SessionInfo | None:
         """Stop the session in a room and wait until its agent has left; None if there is none."""
-        session, task = self._sessions.get(room_name), self._tasks.get(room_name)
-        if session is None or task is None:
+        live = self._live.get(room_name)
+        if live is None:
             return None
+        session, task = live
         session.stop()
         return await asyncio.shield(task)
 
     async def shutdown(self) -> None:
         """Refuse new sessions, ask every live one to end, and cancel what outlasts the drain timeout."""
         self._closing = True
-        tasks = list(self._tasks.values())
-        if not tasks:
+        live = list(self._live.values())
+        if not live:
             return
-        log.info("sessions_draining", count=len(tasks), timeout_s=self._settings.drain_timeout_s)
-        for session in list(self._sessions.values()):
+        log.info("sessions_draining", count=len(live), timeout_s=self._settings.drain_timeout_s)
+        for session, _ in live:
             session.stop("shutdown")
+        tasks = [task for _, task in live]
         _, pending = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
         for task in pending:
             task.cancel()

@@ -20,7 +20,6 @@ def supervisor(limit: int = 2, retention_s: int = 60) -> SessionSupervisor:
         livekit=None,  # type: ignore[arg-type]
         pipelines=None,  # type: ignore[arg-type]
         transcripts=InMemoryTranscriptStore(retention_s),
-        no_participant_timeout_s=1,
     )
 
 
