@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -67,3 +68,11 @@ async def livekit(settings: Settings) -> AsyncIterator[LiveKitGateway]:
 def changed(settings: Settings, section: str, **values: Any) -> Settings:
     """The same settings with some keys of one section changed: (settings, "sessions", max_concurrent=2)."""
     return replace(settings, **{section: replace(getattr(settings, section), **values)})
+
+
+async def eventually(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    """Wait until `condition()` holds, for state that announces its changes to nobody."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await asyncio.sleep(0.05)
+    assert condition(), what

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
-from voicebot.api import agents, health, rooms, sessions
+from voicebot.api import agents, health, page, rooms, sessions
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, ROOMS, SETTINGS, STARTED_AT, SUPERVISOR
 from voicebot.config import Settings
@@ -21,8 +20,6 @@ from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.store.transcripts import InMemoryTranscriptStore
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +75,7 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     agents.add_routes(app)
     health.add_routes(app)
     sessions.add_routes(app)
-    if (STATIC_DIR / "index.html").is_file():
-        app.router.add_get("/", _index)
-        app.router.add_static("/static/", STATIC_DIR, append_version=True)
+    page.add_routes(app)
     return app
 
 
@@ -91,7 +86,3 @@ async def _close_rooms(gateway: LiveKitGateway) -> None:
             await gateway.delete_room(name)
     except LiveKitUnavailable as exc:
         log.warning("rooms_not_closed", reason=str(exc))
-
-
-async def _index(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from livekit.agents import APIStatusError, llm
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import changed
+from tests.conftest import changed, eventually
 from tests.voice_client import VoiceClient, espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
 from voicebot.api.keys import SUPERVISOR
@@ -190,3 +190,16 @@ async def test_an_agent_whose_room_nobody_joins_leaves_when_livekit_closes_it(
     assert ended.end_reason == "room_closed"
     assert supervisor.session(room["room_name"]) is None
     assert not await livekit.room_exists(room["room_name"])
+
+
+async def test_a_session_logs_under_its_own_ids_not_the_request_that_started_it(client: Client) -> None:
+    """Regression: session tasks inherited the create-room request's method and path in every log line."""
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        room = await (await create_room(client)).json()
+        await eventually(lambda: any(e["event"] == "agent_joined" for e in logs), 15, "the agent to join")
+
+    (joined,) = [e for e in logs if e["event"] == "agent_joined"]
+    assert joined["room"] == room["room_name"]
+    assert joined["agent"] == "agent-123"
+    assert "path" not in joined
+    assert "method" not in joined

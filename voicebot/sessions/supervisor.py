@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,7 +113,11 @@ class SessionSupervisor:
             owns_room=owns_room,
             max_provider_errors=self._settings.max_provider_errors,
         )
-        task = asyncio.create_task(session.run(), name=f"session:{slot.room_name}")
+        # A fresh context: the session outlives the request that started it, so it must not log
+        # under that request's method and path.
+        task = asyncio.create_task(
+            session.run(), name=f"session:{slot.room_name}", context=contextvars.Context()
+        )
         self._live[slot.room_name] = (session, task)
         task.add_done_callback(lambda t: self._finished(slot, session, t))
         slot.session.set_result(session)

@@ -1,0 +1,434 @@
+// The voicebot test page: pick an agent, talk to it through LiveKit, read the transcript.
+// Plain JavaScript on the vendored livekit-client UMD build (window.LivekitClient); no build step.
+
+const LK = window.LivekitClient;
+
+const TRANSCRIPTION_TOPIC = "lk.transcription";
+const AGENT_STATE_ATTRIBUTE = "lk.agent.state";
+const STATE_LABELS = {
+  initializing: "starting",
+  idle: "idle",
+  listening: "listening",
+  thinking: "thinking",
+  speaking: "speaking",
+};
+// RMS above which a frame counts as voice. The meters show the same numbers scaled up.
+const VOICE_RMS = 0.01;
+const METER_GAIN = 4;
+// The agent's sound must follow this much quiet to count as the start of a reply.
+const AGENT_QUIET_MS = 400;
+const LEVEL_INTERVAL_MS = 20;
+
+const el = {
+  agent: document.getElementById("agent"),
+  description: document.getElementById("agent-description"),
+  connect: document.getElementById("connect"),
+  disconnect: document.getElementById("disconnect"),
+  status: document.getElementById("status"),
+  agentState: document.getElementById("agent-state"),
+  micLevel: document.getElementById("mic-level"),
+  agentLevel: document.getElementById("agent-level"),
+  latency: document.getElementById("latency"),
+  transcript: document.getElementById("transcript"),
+};
+
+/** The call in progress, or null between calls. */
+let call = null;
+let agents = [];
+
+function showStatus(kind, message) {
+  el.status.dataset.kind = kind;
+  el.status.textContent = message;
+}
+
+function setControls({ connecting = false } = {}) {
+  const inCall = call !== null;
+  el.connect.disabled = connecting || inCall || agents.length === 0;
+  el.disconnect.disabled = !inCall;
+  el.agent.disabled = connecting || inCall || agents.length === 0;
+}
+
+function setAgentState(state) {
+  el.agentState.dataset.state = state;
+  el.agentState.textContent = STATE_LABELS[state] ?? state;
+}
+
+/** An error the page can explain to a person. */
+class PageError extends Error {}
+
+async function apiRequest(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new PageError("The voicebot server cannot be reached. Is it running?");
+  }
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch {
+    // An answer that is not JSON is explained below by its status alone.
+  }
+  if (response.ok) {
+    return payload;
+  }
+  if (response.status === 503 && payload?.error?.code === "at_capacity") {
+    const wait = Number(response.headers.get("Retry-After")) || 5;
+    throw new PageError(`All agents are busy right now. Please try again in ${wait} seconds.`);
+  }
+  const reason = payload?.error?.message ?? `the server answered ${response.status}`;
+  throw new PageError(`The call could not start: ${reason}`);
+}
+
+async function loadAgents() {
+  try {
+    const payload = await apiRequest("GET", "/api/agents");
+    agents = payload.agents;
+  } catch (error) {
+    el.agent.replaceChildren(new Option("No agents", ""));
+    showStatus("error", messageOf(error, "The agents could not be loaded."));
+    return;
+  }
+  el.agent.replaceChildren(...agents.map((a) => new Option(a.name, a.id)));
+  if (agents.length === 0) {
+    el.agent.replaceChildren(new Option("No agents", ""));
+    showStatus("warning", "No agents are defined in config.toml.");
+  } else {
+    showStatus("info", "Pick an agent and press Connect.");
+  }
+  describeAgent();
+  setControls();
+}
+
+function describeAgent() {
+  const agent = agents.find((a) => a.id === el.agent.value);
+  el.description.textContent = agent?.description ?? "";
+}
+
+function messageOf(error, fallback) {
+  return error instanceof PageError ? error.message : fallback;
+}
+
+function microphoneMessage(error) {
+  switch (error?.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Microphone access was refused. Allow the microphone for this page in the browser's site settings, then press Connect again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No microphone was found. Connect one, then press Connect again.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The microphone could not be opened: another program may be using it.";
+    default:
+      return "The microphone could not be opened.";
+  }
+}
+
+async function openMicrophone() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new PageError("This browser allows the microphone only on https:// pages or on localhost.");
+  }
+  try {
+    return await LK.createLocalAudioTrack({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+  } catch (error) {
+    throw new PageError(microphoneMessage(error));
+  }
+}
+
+/** Level of an analyser's current frame as RMS in 0..1. */
+function rmsOf(analyser, buffer) {
+  analyser.getFloatTimeDomainData(buffer);
+  let sum = 0;
+  for (const sample of buffer) {
+    sum += sample * sample;
+  }
+  return Math.sqrt(sum / buffer.length);
+}
+
+function analyserFor(audioContext, mediaStreamTrack) {
+  const source = audioContext.createMediaStreamSource(new MediaStream([mediaStreamTrack]));
+  const analyser = audioContext.createAnalyser();
+  analyser.fftSize = 1024;
+  source.connect(analyser);
+  return { analyser, buffer: new Float32Array(analyser.fftSize) };
+}
+
+/**
+ * One call: the room, the microphone, the meters and the per-turn latency.
+ *
+ * Latency is measured here, in the page: from the last moment the microphone carried voice to the
+ * first sound of the agent's reply after it, which is what the person hears as the wait.
+ */
+class Call {
+  constructor(audioContext, microphone) {
+    this.audioContext = audioContext;
+    this.microphone = microphone;
+    this.room = new LK.Room();
+    this.roomName = null;
+    this.micSid = null;
+    this.agentIdentity = null;
+    this.mic = analyserFor(audioContext, microphone.mediaStreamTrack);
+    this.agentAudio = null;
+    this.audioElements = [];
+    this.lastVoiceAt = null;
+    this.userSpokeSinceReply = false;
+    this.agentQuietSince = performance.now();
+    this.lines = new Map();
+    this.ended = false;
+    this.timer = setInterval(() => this.measure(), LEVEL_INTERVAL_MS);
+  }
+
+  async start(agentId) {
+    const access = await apiRequest("POST", "/api/livekit/create-room", { agent_id: agentId });
+    this.roomName = access.room_name;
+    this.listen();
+    showStatus("info", "Joining the room…");
+    try {
+      await this.room.connect(access.livekit_url, access.access_token);
+    } catch {
+      throw new PageError("The LiveKit server could not be reached, so the call could not start.");
+    }
+    const publication = await this.room.localParticipant.publishTrack(this.microphone);
+    this.micSid = publication.trackSid;
+    await this.room.startAudio();
+    const agent = [...this.room.remoteParticipants.values()].find((p) => p.isAgent);
+    if (agent) {
+      this.agentJoined(agent);
+    } else {
+      showStatus("info", "Connected. Waiting for the agent…");
+    }
+  }
+
+  listen() {
+    const E = LK.RoomEvent;
+    this.room
+      .on(E.ParticipantConnected, (p) => p.isAgent && this.agentJoined(p))
+      .on(E.ParticipantDisconnected, (p) => {
+        if (p.identity === this.agentIdentity) {
+          showStatus("warning", "The agent left the call.");
+          setAgentState("disconnected");
+        }
+      })
+      .on(E.ParticipantAttributesChanged, (_changed, p) => {
+        if (p.identity === this.agentIdentity) {
+          this.showAgentState(p);
+        }
+      })
+      .on(E.TrackSubscribed, (track, _pub, p) => {
+        if (track.kind === LK.Track.Kind.Audio) {
+          this.playAgentAudio(track, p);
+        }
+      })
+      .on(E.Reconnecting, () => showStatus("warning", "The connection was lost. Reconnecting…"))
+      .on(E.Reconnected, () => showStatus("ok", "Reconnected."))
+      .on(E.AudioPlaybackStatusChanged, () => {
+        if (!this.room.canPlaybackAudio) {
+          showStatus("warning", "The browser blocked the agent's audio. Press Disconnect and Connect again.");
+        }
+      })
+      .on(E.Disconnected, (reason) => this.disconnected(reason));
+    this.room.registerTextStreamHandler(TRANSCRIPTION_TOPIC, (reader, sender) => {
+      this.readTranscription(reader, sender).catch(() => {
+        // A stream cut by a disconnect keeps the text it had; nothing to tell the person.
+      });
+    });
+  }
+
+  agentJoined(participant) {
+    this.agentIdentity = participant.identity;
+    showStatus("ok", `Connected to ${participant.name || "the agent"}. Speak when you are ready.`);
+    this.showAgentState(participant);
+  }
+
+  showAgentState(participant) {
+    setAgentState(participant.attributes[AGENT_STATE_ATTRIBUTE] ?? "initializing");
+  }
+
+  playAgentAudio(track, participant) {
+    // Chrome feeds a remote WebRTC track to Web Audio only while a media element plays it.
+    const audio = track.attach();
+    audio.hidden = true;
+    document.body.append(audio);
+    this.audioElements.push(audio);
+    if (participant.isAgent) {
+      this.agentAudio = analyserFor(this.audioContext, track.mediaStreamTrack);
+    }
+  }
+
+  measure() {
+    const now = performance.now();
+    const micRms = rmsOf(this.mic.analyser, this.mic.buffer);
+    el.micLevel.value = Math.min(1, micRms * METER_GAIN);
+    if (micRms > VOICE_RMS) {
+      this.lastVoiceAt = now;
+      this.userSpokeSinceReply = true;
+    }
+    if (!this.agentAudio) {
+      return;
+    }
+    const agentRms = rmsOf(this.agentAudio.analyser, this.agentAudio.buffer);
+    const level = Math.min(1, agentRms * METER_GAIN);
+    el.agentLevel.value = level;
+    el.agentLevel.dataset.peak = String(Math.max(Number(el.agentLevel.dataset.peak), agentRms));
+    if (agentRms <= VOICE_RMS) {
+      this.agentQuietSince ??= now;
+      return;
+    }
+    const replyStarts = this.agentQuietSince !== null && now - this.agentQuietSince >= AGENT_QUIET_MS;
+    this.agentQuietSince = null;
+    if (replyStarts && this.userSpokeSinceReply && this.lastVoiceAt !== null) {
+      const latencyMs = Math.round(now - this.lastVoiceAt);
+      el.latency.value = `${latencyMs} ms`;
+      el.latency.dataset.ms = String(latencyMs);
+      this.userSpokeSinceReply = false;
+    }
+  }
+
+  async readTranscription(reader, sender) {
+    const attributes = reader.info.attributes ?? {};
+    const trackSid = attributes["lk.transcribed_track_id"];
+    const segmentId = attributes["lk.segment_id"] ?? reader.info.id;
+    const mine = sender.identity === this.room.localParticipant.identity || (trackSid && trackSid === this.micSid);
+    const line = this.lineFor(segmentId, mine ? "you" : "agent");
+    line.dataset.final = attributes["lk.transcription_final"] === "false" ? "false" : "true";
+    // Each stream carries its segment from the start, so its own text replaces what an earlier
+    // (interim) stream of the same segment showed.
+    let text = "";
+    for await (const chunk of reader) {
+      text += chunk;
+      line.querySelector(".text").textContent = text;
+      el.transcript.scrollTop = el.transcript.scrollHeight;
+    }
+    if (!mine) {
+      // The agent's text arrives as one stream per segment, complete when the stream closes.
+      line.dataset.final = "true";
+    }
+  }
+
+  lineFor(segmentId, speaker) {
+    let line = this.lines.get(segmentId);
+    if (line) {
+      return line;
+    }
+    const now = new Date();
+    line = document.createElement("li");
+    line.dataset.speaker = speaker;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = speaker === "you" ? "You" : "Agent";
+    const time = document.createElement("time");
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const text = document.createElement("span");
+    text.className = "text";
+    line.append(who, time, text);
+    el.transcript.append(line);
+    this.lines.set(segmentId, line);
+    return line;
+  }
+
+  disconnected(reason) {
+    const R = LK.DisconnectReason;
+    if (reason === R.CLIENT_INITIATED) {
+      showStatus("info", "Disconnected. Pick an agent and press Connect to talk again.");
+    } else if (reason === R.ROOM_DELETED) {
+      showStatus("info", "The agent ended the call.");
+    } else {
+      showStatus("warning", "The call was cut off and could not reconnect. Press Connect to start a new one.");
+    }
+    this.release();
+  }
+
+  /** Stop everything the call holds: the microphone, the audio, the timer. Safe to call twice. */
+  release() {
+    if (this.ended) {
+      return;
+    }
+    this.ended = true;
+    clearInterval(this.timer);
+    this.microphone.stop();
+    for (const audio of this.audioElements) {
+      audio.remove();
+    }
+    this.audioContext.close().catch(() => {});
+    el.micLevel.value = 0;
+    el.agentLevel.value = 0;
+    setAgentState("disconnected");
+    if (call === this) {
+      call = null;
+    }
+    setControls();
+  }
+
+  async leave() {
+    await this.room.disconnect();
+    this.release();
+  }
+}
+
+async function connect() {
+  const agentId = el.agent.value;
+  if (!agentId) {
+    showStatus("warning", "Pick an agent first.");
+    return;
+  }
+  // Created inside the click, so the browser lets the agent's audio play.
+  const audioContext = new AudioContext();
+  setControls({ connecting: true });
+  showStatus("info", "Opening the microphone…");
+  let microphone;
+  try {
+    microphone = await openMicrophone();
+  } catch (error) {
+    audioContext.close().catch(() => {});
+    showStatus("error", messageOf(error, "The microphone could not be opened."));
+    setControls();
+    return;
+  }
+  const attempt = new Call(audioContext, microphone);
+  call = attempt;
+  setControls({ connecting: true });
+  el.transcript.replaceChildren();
+  el.latency.value = "–";
+  delete el.latency.dataset.ms;
+  el.agentLevel.dataset.peak = "0";
+  try {
+    await attempt.start(agentId);
+  } catch (error) {
+    await attempt.room.disconnect();
+    attempt.release();
+    if (attempt.roomName) {
+      // The room and its agent exist already; ask the server to end them rather than wait for timeouts.
+      apiRequest("DELETE", `/api/sessions/${encodeURIComponent(attempt.roomName)}`).catch(() => {});
+    }
+    showStatus("error", messageOf(error, "The call could not start."));
+  }
+  setControls();
+}
+
+async function disconnect() {
+  if (call) {
+    el.disconnect.disabled = true;
+    await call.leave();
+  }
+}
+
+el.agent.addEventListener("change", describeAgent);
+el.connect.addEventListener("click", () => {
+  connect();
+});
+el.disconnect.addEventListener("click", () => {
+  disconnect();
+});
+
+if (!LK) {
+  showStatus("error", "The LiveKit client library is missing: run `make run` to fetch it.");
+} else {
+  LK.setLogLevel("warn");
+  loadAgents();
+}
