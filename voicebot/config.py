@@ -122,6 +122,8 @@ class Rule:
     """Regular expressions (case-insensitive) searched in what the caller said."""
     end_call: bool = False
     """After speaking the reply, the agent ends the call."""
+    digits: tuple[str, ...] = ()
+    """Phone keys (DTMF: 0-9, *, #) that trigger the rule when a caller presses them."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,61 @@ class AgentDefinition:
 
 
 @dataclass(frozen=True)
+class InboundRoute:
+    """Phone calls that reach one agent: to these numbers, from these addresses, or with this login."""
+
+    name: str
+    agent_id: str
+    numbers: tuple[str, ...] = ()
+    """Called numbers (as the SIP INVITE names them) this route answers."""
+    allowed_addresses: tuple[str, ...] = ()
+    """Source IP addresses or CIDR ranges calls may come from."""
+    auth_username: str = ""
+    auth_password: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundTrunk:
+    """A SIP provider or PBX that voicebot places calls through."""
+
+    name: str
+    address: str
+    """host or host:port of the provider's SIP server."""
+    numbers: tuple[str, ...] = ()
+    """Caller-id numbers calls are placed from."""
+    transport: str = "auto"
+    auth_username: str = ""
+    auth_password: str = ""
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """Phone calls through LiveKit SIP: the embedded livekit-sip and the trunks voicebot provisions."""
+
+    enabled: bool = False
+    """Provision trunks and dispatch rules; with the embedded LiveKit, also run livekit-sip and Redis."""
+    server_bin: str = ""
+    """Path of the livekit-sip binary; empty searches PATH and .cache/bin."""
+    port: int = 5060
+    """SIP signalling port of the embedded livekit-sip (UDP and TCP)."""
+    rtp_port_start: int = 10000
+    rtp_port_end: int = 10200
+    health_port: int = 8082
+    health_url: str = ""
+    """Where livekit-sip's health check answers; empty means the embedded one on health_port."""
+    redis_port: int = 6379
+    """Port of the embedded redis-server LiveKit and livekit-sip share, when redis.url is empty."""
+    ringing_timeout_s: int = 30
+    """How long an outbound call rings before it counts as not answered."""
+    inbound: tuple[InboundRoute, ...] = ()
+    outbound: tuple[OutboundTrunk, ...] = ()
+
+    def outbound_trunk(self, name: str) -> OutboundTrunk | None:
+        """The outbound trunk with this name, if one is configured."""
+        return next((trunk for trunk in self.outbound if trunk.name == name), None)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything voicebot is configured with, validated."""
 
@@ -179,6 +236,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
     providers: ProviderKeys = field(default_factory=ProviderKeys)
+    sip: SipSettings = field(default_factory=SipSettings)
     agents: tuple[AgentDefinition, ...] = ()
     source: str = "<defaults>"
 
@@ -203,6 +261,8 @@ PROVIDER_ENV = {
 STT_PROVIDERS = ("auto", "offline", "deepgram")
 TTS_PROVIDERS = ("auto", "offline", "elevenlabs")
 LLM_PROVIDERS = ("rules", "openai")
+DTMF_DIGITS = frozenset("0123456789*#")
+SIP_TRANSPORTS = ("auto", "udp", "tcp", "tls")
 
 
 def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
@@ -218,13 +278,16 @@ def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Settings:
     """Build validated settings from a parsed TOML document and the environment."""
-    unknown = set(raw) - set(_SECTIONS) - {"agents"}
+    unknown = set(raw) - set(_SECTIONS) - {"agents", "sip"}
     if unknown:
-        raise ConfigError(sorted(unknown)[0], f"unknown section; expected one of {_known(_SECTIONS)}, agents")
+        raise ConfigError(
+            sorted(unknown)[0], f"unknown section; expected one of {_known(_SECTIONS)}, agents, sip"
+        )
     sections = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in _SECTIONS.items()}
     settings = Settings(
         **sections,
         providers=ProviderKeys(**{key: environ.get(env, "") for key, env in PROVIDER_ENV.items()}),
+        sip=_sip(raw.get("sip", {}), environ),
         agents=_agents(raw.get("agents", [])),
         source=source,
     )
@@ -250,6 +313,17 @@ def _section(name: str, cls: type[Any], table: Any, environ: Mapping[str, str]) 
         elif key in table:
             values[key] = _typed(full_key, table[key], hints[key])
     return cls(**values)
+
+
+def _sip(table: Any, environ: Mapping[str, str]) -> SipSettings:
+    """[sip]: plain keys may come from the environment like other sections; the routes only from the file."""
+    if not isinstance(table, dict):
+        raise ConfigError("sip", "must be a table")
+    plain = {key: value for key, value in table.items() if key not in ("inbound", "outbound")}
+    base: SipSettings = _section("sip", SipSettings, plain, environ)
+    routes = _value("sip.inbound", table.get("inbound", []), tuple[InboundRoute, ...])
+    trunks = _value("sip.outbound", table.get("outbound", []), tuple[OutboundTrunk, ...])
+    return dataclasses.replace(base, inbound=routes, outbound=trunks)
 
 
 def _agents(entries: Any) -> tuple[AgentDefinition, ...]:
@@ -279,8 +353,13 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
     if agent.llm.provider == "openai" and not agent.llm.base_url:
         raise ConfigError(f"{where}.llm.base_url", "is required for an OpenAI-compatible LLM")
     for index, rule in enumerate(agent.rules):
-        if not rule.phrases and not rule.patterns:
-            raise ConfigError(f"{where}.rules[{index}]", "needs phrases or patterns")
+        if not rule.phrases and not rule.patterns and not rule.digits:
+            raise ConfigError(f"{where}.rules[{index}]", "needs phrases, patterns or digits")
+        for digit in rule.digits:
+            if digit not in DTMF_DIGITS:
+                raise ConfigError(
+                    f"{where}.rules[{index}].digits", f"{digit!r} is not a phone key (0-9, *, #)"
+                )
         for pattern in rule.patterns:
             try:
                 re.compile(pattern)
@@ -350,6 +429,48 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
     if not settings.agents:
         raise ConfigError("agents", "define at least one agent with [[agents]]")
+    _validate_sip(settings)
+
+
+def _validate_sip(settings: Settings) -> None:
+    sip = settings.sip
+    for key in ("port", "rtp_port_start", "rtp_port_end", "health_port", "redis_port"):
+        _check_port(f"sip.{key}", getattr(sip, key))
+    if sip.rtp_port_end <= sip.rtp_port_start:
+        raise ConfigError("sip.rtp_port_end", "must be greater than sip.rtp_port_start")
+    if sip.ringing_timeout_s < 1:
+        raise ConfigError("sip.ringing_timeout_s", "must be at least 1")
+    names: set[str] = set()
+    for index, route in enumerate(sip.inbound):
+        where = f"sip.inbound[{index}]"
+        _check_sip_name(f"{where}.name", route.name, names)
+        if settings.agent(route.agent_id) is None:
+            raise ConfigError(f"{where}.agent_id", f"no agent with id {route.agent_id!r} is defined")
+        if not (route.numbers or route.allowed_addresses or route.auth_username):
+            # An open trunk would let anyone who finds the SIP port phone the agent.
+            raise ConfigError(
+                where, "needs numbers, allowed_addresses or auth_username to say whose calls it takes"
+            )
+        if bool(route.auth_username) != bool(route.auth_password):
+            raise ConfigError(f"{where}.auth_password", "auth_username and auth_password go together")
+    names.clear()
+    for index, trunk in enumerate(sip.outbound):
+        where = f"sip.outbound[{index}]"
+        _check_sip_name(f"{where}.name", trunk.name, names)
+        if not trunk.address:
+            raise ConfigError(f"{where}.address", "must name the SIP server, e.g. sip.example.com:5060")
+        if trunk.transport not in SIP_TRANSPORTS:
+            raise ConfigError(
+                f"{where}.transport", f"{trunk.transport!r} is not one of {', '.join(SIP_TRANSPORTS)}"
+            )
+
+
+def _check_sip_name(key: str, name: str, seen: set[str]) -> None:
+    if not IDENTIFIER_PATTERN.fullmatch(name):
+        raise ConfigError(key, f"{name!r} must be 1 to 64 letters, digits, '_' or '-'")
+    if name in seen:
+        raise ConfigError(key, f"{name!r} is used twice")
+    seen.add(name)
 
 
 def _check_port(key: str, port: int) -> None:

@@ -43,3 +43,35 @@ class SessionNotFound(VoicebotError):
 
     def __init__(self, room_name: str) -> None:
         super().__init__(f"no agent session for room {room_name!r}")
+
+
+class UnknownTrunk(VoicebotError):
+    """No outbound SIP trunk with that name is configured."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        configured = ", ".join(known) if known else "none is configured in [[sip.outbound]]"
+        super().__init__(f"no outbound trunk named {name!r}; configured: {configured}")
+
+
+class DialFailed(VoicebotError):
+    """An outbound call was not answered: busy, no answer, rejected, or unreachable."""
+
+    def __init__(self, to: str, sip_status_code: int | None, reason: str) -> None:
+        self.to = to
+        self.sip_status_code = sip_status_code
+        self.code = _DIAL_CODES.get(sip_status_code or 0, "call_failed")
+        status = f" (SIP {sip_status_code} {reason})" if sip_status_code else f": {reason}"
+        super().__init__(f"the call to {to} was not answered{status}")
+
+
+# SIP answers a caller can act on, by the error code the API gives them.
+_DIAL_CODES = {
+    486: "callee_busy",
+    600: "callee_busy",
+    408: "no_answer",
+    480: "no_answer",
+    487: "no_answer",
+    603: "call_declined",
+    404: "number_not_found",
+    484: "number_not_found",
+}

@@ -1,4 +1,4 @@
-"""Everything that talks to the LiveKit server: rooms, tokens and reachability."""
+"""Everything that talks to the LiveKit server: rooms, tokens, SIP trunks, calls and reachability."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Literal, TypeVar
 
 import aiohttp
+from google.protobuf.duration_pb2 import Duration
 from livekit import api
 
-from voicebot.errors import LiveKitUnavailable
+from voicebot.errors import DialFailed, LiveKitUnavailable
 
 T = TypeVar("T")
 ParticipantKind = Literal["standard", "egress", "ingress", "sip", "agent"]
@@ -100,6 +101,89 @@ class LiveKitGateway:
     async def participant_identities(self, room_name: str) -> list[str]:
         """Identities of everyone in the room now."""
         return [participant.identity for participant in await self.participants(room_name)]
+
+    async def remove_participant(self, room_name: str, identity: str) -> None:
+        """Disconnect one participant; for a phone caller, that hangs up the call."""
+        request = api.RoomParticipantIdentity(room=room_name, identity=identity)
+        await self._call("remove the participant", self._api.room.remove_participant(request))
+
+    async def inbound_trunks(self) -> list[api.SIPInboundTrunkInfo]:
+        """Every inbound SIP trunk on the server."""
+        response = await self._call(
+            "list inbound trunks", self._api.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())
+        )
+        return list(response.items)
+
+    async def outbound_trunks(self) -> list[api.SIPOutboundTrunkInfo]:
+        """Every outbound SIP trunk on the server."""
+        response = await self._call(
+            "list outbound trunks", self._api.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())
+        )
+        return list(response.items)
+
+    async def dispatch_rules(self) -> list[api.SIPDispatchRuleInfo]:
+        """Every SIP dispatch rule on the server."""
+        response = await self._call(
+            "list dispatch rules", self._api.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())
+        )
+        return list(response.items)
+
+    async def save_inbound_trunk(self, trunk: api.SIPInboundTrunkInfo) -> api.SIPInboundTrunkInfo:
+        """Create the trunk, or replace the one with its sip_trunk_id."""
+        if trunk.sip_trunk_id:
+            return await self._call(
+                "update an inbound trunk", self._api.sip.update_inbound_trunk(trunk.sip_trunk_id, trunk)
+            )
+        request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
+        return await self._call("create an inbound trunk", self._api.sip.create_inbound_trunk(request))
+
+    async def save_outbound_trunk(self, trunk: api.SIPOutboundTrunkInfo) -> api.SIPOutboundTrunkInfo:
+        """Create the trunk, or replace the one with its sip_trunk_id."""
+        if trunk.sip_trunk_id:
+            return await self._call(
+                "update an outbound trunk", self._api.sip.update_outbound_trunk(trunk.sip_trunk_id, trunk)
+            )
+        request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
+        return await self._call("create an outbound trunk", self._api.sip.create_outbound_trunk(request))
+
+    async def save_dispatch_rule(self, rule: api.SIPDispatchRuleInfo) -> api.SIPDispatchRuleInfo:
+        """Create the rule, or replace the one with its sip_dispatch_rule_id."""
+        if rule.sip_dispatch_rule_id:
+            return await self._call(
+                "update a dispatch rule", self._api.sip.update_dispatch_rule(rule.sip_dispatch_rule_id, rule)
+            )
+        request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
+        return await self._call("create a dispatch rule", self._api.sip.create_dispatch_rule(request))
+
+    async def delete_trunk(self, trunk_id: str) -> None:
+        """Delete an inbound or outbound trunk."""
+        request = api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)
+        await self._call("delete a trunk", self._api.sip.delete_trunk(request))
+
+    async def delete_dispatch_rule(self, rule_id: str) -> None:
+        """Delete a dispatch rule."""
+        request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)
+        await self._call("delete a dispatch rule", self._api.sip.delete_dispatch_rule(request))
+
+    async def dial(
+        self, trunk_id: str, to: str, room_name: str, *, identity: str, ringing_timeout_s: int
+    ) -> api.SIPParticipantInfo:
+        """Call `to` through an outbound trunk into `room_name`; returns once answered, raises DialFailed."""
+        request = api.CreateSIPParticipantRequest(
+            sip_trunk_id=trunk_id,
+            sip_call_to=to,
+            room_name=room_name,
+            participant_identity=identity,
+            participant_name=f"Phone {to}",
+            wait_until_answered=True,
+            ringing_timeout=Duration(seconds=ringing_timeout_s),
+        )
+        try:
+            return await self._call("place the call", self._api.sip.create_sip_participant(request))
+        except api.SipCallError as exc:
+            raise DialFailed(to, exc.sip_status_code, exc.sip_status or exc.message) from exc
+        except api.TwirpError as exc:
+            raise DialFailed(to, None, exc.message) from exc
 
     def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
         """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""

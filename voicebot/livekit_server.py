@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import signal
-import socket
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 import yaml
 
 from voicebot.config import LiveKitSettings
+from voicebot.processes import LOOPBACK, ChildProcess, ChildProcessError, find_program, http_ok, ports_in_use
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CACHED_BINARY = PROJECT_ROOT / ".cache" / "bin" / "livekit-server"
 BINARY_NAME = "livekit-server"
-LOOPBACK = "127.0.0.1"
 
 log = structlog.get_logger(__name__)
 
-
-class LiveKitServerError(Exception):
-    """The embedded livekit-server could not be found or did not start."""
+# One error type for every child program: it names the program and says what to do.
+LiveKitServerError = ChildProcessError
 
 
 @dataclass(frozen=True)
@@ -41,26 +33,20 @@ class LiveKitServerPorts:
 
 def find_binary(configured: str = "") -> Path:
     """The livekit-server to run: the configured path, then PATH, then the project's build cache."""
-    if configured:
-        path = Path(configured)
-        if not path.is_file():
-            raise LiveKitServerError(f"livekit.server_bin {configured!r} is not a file")
-        return path
-    on_path = shutil.which(BINARY_NAME)
-    if on_path:
-        return Path(on_path)
-    if CACHED_BINARY.is_file():
-        return CACHED_BINARY
-    raise LiveKitServerError(
-        f"{BINARY_NAME} not found on PATH or at {CACHED_BINARY}; `make livekit-server` builds it"
-    )
+    return find_program(BINARY_NAME, configured, hint="`make livekit-server` builds it")
 
 
 def server_config(
-    ports: LiveKitServerPorts, api_key: str, api_secret: str, *, log_level: str = "info"
+    ports: LiveKitServerPorts,
+    api_key: str,
+    api_secret: str,
+    *,
+    redis_address: str = "",
+    webhook_urls: tuple[str, ...] = (),
+    log_level: str = "info",
 ) -> dict[str, Any]:
     """livekit-server's YAML settings for a server that never leaves this machine."""
-    return {
+    config: dict[str, Any] = {
         "port": ports.http,
         "bind_addresses": [LOOPBACK],
         "rtc": {
@@ -77,6 +63,12 @@ def server_config(
         "keys": {api_key: api_secret},
         "logging": {"level": log_level},
     }
+    if redis_address:
+        # livekit-sip reaches the server only through Redis, so SIP needs the server on it too.
+        config["redis"] = {"address": redis_address}
+    if webhook_urls:
+        config["webhook"] = {"api_key": api_key, "urls": list(webhook_urls)}
+    return config
 
 
 class EmbeddedLiveKitServer:
@@ -91,19 +83,23 @@ class EmbeddedLiveKitServer:
         *,
         startup_timeout_s: float = 20.0,
         workdir: Path | None = None,
+        redis_address: str = "",
+        webhook_urls: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary
         self.ports = ports
-        self._api_key = api_key
-        self._api_secret = api_secret
+        self._config = server_config(
+            ports, api_key, api_secret, redis_address=redis_address, webhook_urls=webhook_urls
+        )
         self._startup_timeout_s = startup_timeout_s
         self._workdir = workdir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._process: asyncio.subprocess.Process | None = None
-        self.log_path: Path | None = None
+        self._child: ChildProcess | None = None
 
     @classmethod
-    def from_settings(cls, settings: LiveKitSettings) -> EmbeddedLiveKitServer:
+    def from_settings(
+        cls, settings: LiveKitSettings, *, redis_address: str = "", webhook_urls: tuple[str, ...] = ()
+    ) -> EmbeddedLiveKitServer:
         """The embedded server described by the [livekit] section."""
         return cls(
             find_binary(settings.server_bin),
@@ -111,6 +107,8 @@ class EmbeddedLiveKitServer:
             settings.api_key,
             settings.api_secret,
             startup_timeout_s=settings.startup_timeout_s,
+            redis_address=redis_address,
+            webhook_urls=webhook_urls,
         )
 
     @property
@@ -121,12 +119,17 @@ class EmbeddedLiveKitServer:
     @property
     def pid(self) -> int | None:
         """The child's process id while it runs."""
-        return self._process.pid if self._process and self._process.returncode is None else None
+        return self._child.pid if self._child else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where the server's output goes."""
+        return self._child.log_path if self._child else None
 
     async def start(self) -> None:
         """Start the server and wait until `GET /` answers 200."""
         # Otherwise the readiness check would be answered by whatever already holds the port.
-        busy = [f"{kind} {port}" for kind, port in self._ports_in_use()]
+        busy = ports_in_use([("TCP", self.ports.http), ("TCP", self.ports.tcp), ("UDP", self.ports.udp)])
         if busy:
             raise LiveKitServerError(
                 f"port {', '.join(busy)} on {LOOPBACK} is already in use (another LiveKit server?); "
@@ -138,89 +141,33 @@ class EmbeddedLiveKitServer:
         else:
             workdir = self._workdir
         config_path = workdir / "livekit.yaml"
-        config = server_config(self.ports, self._api_key, self._api_secret)
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.log_path = workdir / "livekit-server.log"
-        with self.log_path.open("wb") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                str(self.binary),
-                "--config",
-                str(config_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        log.info("livekit_server_started", pid=self._process.pid, url=self.url, binary=str(self.binary))
+        config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+        self._child = ChildProcess(
+            BINARY_NAME, [str(self.binary), "--config", str(config_path)], workdir / "livekit-server.log"
+        )
+        ready = http_ok(f"http://{LOOPBACK}:{self.ports.http}/", "OK")
         try:
-            await self._wait_ready()
+            await self._child.start(ready, self._startup_timeout_s)
         except BaseException:
             await self.stop()
             raise
+        log.info("livekit_server_ready", url=self.url)
 
-    def _ports_in_use(self) -> list[tuple[str, int]]:
-        wanted = [
-            ("TCP", self.ports.http, socket.SOCK_STREAM),
-            ("TCP", self.ports.tcp, socket.SOCK_STREAM),
-            ("UDP", self.ports.udp, socket.SOCK_DGRAM),
-        ]
-        busy = []
-        for kind, port, sock_type in wanted:
-            with socket.socket(socket.AF_INET, sock_type) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind((LOOPBACK, port))
-                except OSError:
-                    busy.append((kind, port))
-        return busy
-
-    async def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        url = f"http://{LOOPBACK}:{self.ports.http}/"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
-            while time.monotonic() < deadline:
-                if self._process.returncode is not None:
-                    raise LiveKitServerError(
-                        f"livekit-server exited with code {self._process.returncode}: {self.log_tail()}"
-                    )
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200 and (await response.text()).strip() == "OK":
-                            log.info("livekit_server_ready", url=self.url)
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.05)
-        raise LiveKitServerError(
-            f"livekit-server did not answer on {url} within {self._startup_timeout_s:g}s: {self.log_tail()}"
-        )
-
-    async def stop(self, grace_s: float = 1.0, timeout_s: float = 10.0) -> None:
+    async def stop(self, grace_s: float = 1.0, timeout_s: float = 10.0) -> int | None:
         """Stop the server: SIGTERM, a second SIGTERM after `grace_s`, SIGKILL after `timeout_s`.
 
         livekit-server's first SIGTERM waits for every participant to leave, and one that lands in the
         100 ms between its HTTP port opening and its `running` flag being set is ignored; its second
         SIGTERM stops it at once, closing the rooms.
         """
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            steps = ((signal.SIGTERM, grace_s), (signal.SIGTERM, timeout_s), (signal.SIGKILL, None))
-            for signum, wait_s in steps:
-                process.send_signal(signum)
-                try:
-                    returncode = await asyncio.wait_for(process.wait(), wait_s)
-                    break
-                except TimeoutError:
-                    continue
-            if returncode == -signal.SIGKILL:
-                log.warning("livekit_server_killed", pid=process.pid, after_s=grace_s + timeout_s)
-            log.info("livekit_server_stopped", pid=process.pid, returncode=returncode)
+        returncode = None
+        if self._child is not None:
+            returncode = await self._child.stop(((signal.SIGTERM, grace_s), (signal.SIGTERM, timeout_s)))
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
+        return returncode
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the server logged, for error messages."""
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self._child.log_tail(lines) if self._child else "(no log)"

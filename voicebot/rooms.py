@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import dataclass
 
 import structlog
 
 from voicebot.config import AgentDefinition, Settings
-from voicebot.errors import RoomNotFound, UnknownAgent
+from voicebot.errors import RoomNotFound, UnknownAgent, UnknownTrunk
 from voicebot.livekit import LiveKitGateway, RoomAccess
 from voicebot.sessions.session import SessionInfo
 from voicebot.sessions.supervisor import SessionSupervisor
 
 ROOM_PREFIX = "voicebot_"
+# Callers dialled out to get the same identity shape as livekit-sip gives callers who phone in.
+PHONE_IDENTITY_PREFIX = "sip_"
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +64,13 @@ class RoomService:
         log.info("room_created", room=room_name, agent=agent.id, identity=identity)
         return RoomAccess(room_name, token, self._livekit.public_url, identity)
 
-    async def send_agent(self, agent_id: str, room_name: str) -> tuple[SessionInfo, bool]:
-        """Send an agent into an existing room; returns its session and whether it was started now."""
+    async def send_agent(
+        self, agent_id: str, room_name: str, *, phone_call: bool = False
+    ) -> tuple[SessionInfo, bool]:
+        """Send an agent into an existing room; returns its session and whether it was started now.
+
+        On a `phone_call` the agent greets once the call is answered, not when it joins.
+        """
         agent = self.agent(agent_id)
         slot, new = self._supervisor.claim(room_name)
         if not new:
@@ -74,6 +82,48 @@ class RoomService:
         except BaseException as exc:
             self._supervisor.release(slot, exc)
             raise
-        session = await self._supervisor.start(agent, slot, owns_room=False)
+        session = await self._supervisor.start(agent, slot, owns_room=False, phone_call=phone_call)
         log.info("agent_sent", room=room_name, agent=agent.id, session=session.info.session_id)
         return session.info, True
+
+    async def place_call(self, agent_id: str, to: str, trunk_name: str, trunk_id: str | None) -> PlacedCall:
+        """Create a room, start its agent and dial `to` into it; a failed dial leaves nothing behind."""
+        agent = self.agent(agent_id)
+        if trunk_id is None:
+            raise UnknownTrunk(trunk_name, [t.name for t in self._settings.sip.outbound])
+        lk = self._settings.livekit
+        room_name = room_name_for(agent.id)
+        slot, _ = self._supervisor.claim(room_name)
+        try:
+            await self._livekit.create_room(
+                room_name, empty_timeout_s=lk.empty_timeout_s, departure_timeout_s=lk.departure_timeout_s
+            )
+        except BaseException as exc:
+            self._supervisor.release(slot, exc)
+            raise
+        try:
+            session = await self._supervisor.start(agent, slot, owns_room=True, phone_call=True)
+            call = await self._livekit.dial(
+                trunk_id,
+                to,
+                room_name,
+                identity=f"{PHONE_IDENTITY_PREFIX}{to}",
+                ringing_timeout_s=self._settings.sip.ringing_timeout_s,
+            )
+        except BaseException:
+            # Nobody answered: the agent leaves and the room goes; nothing waits for a call that never came.
+            await self._supervisor.stop(room_name, "call_not_answered")
+            await self._livekit.delete_room(room_name)
+            raise
+        log.info("call_placed", room=room_name, agent=agent.id, trunk=trunk_name, call=call.sip_call_id)
+        return PlacedCall(room_name, call.sip_call_id, call.participant_identity, session.info.session_id)
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """An answered outbound call: its room, call id, the callee's identity and the agent's session."""
+
+    room_name: str
+    call_id: str
+    participant_identity: str
+    session_id: str

@@ -21,10 +21,8 @@ def fresh_server() -> EmbeddedLiveKitServer:
 
 
 async def stop_and_get_returncode(server: EmbeddedLiveKitServer) -> int | None:
-    process = server._process
-    assert process is not None
-    await server.stop()
-    return process.returncode
+    assert server.pid is not None
+    return await server.stop()
 
 
 async def test_stop_right_after_start_exits_cleanly() -> None:

@@ -49,7 +49,7 @@ def test_the_missing_binary_message_says_how_to_build_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("voicebot.livekit_server.CACHED_BINARY", tmp_path / "absent")
+    monkeypatch.setattr("voicebot.processes.CACHE_BIN", tmp_path / "absent")
 
     with pytest.raises(LiveKitServerError, match="make livekit-server"):
         find_binary()

@@ -9,11 +9,13 @@ import structlog
 from aiohttp import web
 
 from voicebot.errors import (
+    DialFailed,
     LiveKitUnavailable,
     RoomNotFound,
     SessionLimitReached,
     SessionNotFound,
     UnknownAgent,
+    UnknownTrunk,
     VoicebotError,
 )
 
@@ -49,6 +51,11 @@ def _from_domain(exc: VoicebotError) -> ApiError:
         return ApiError(404, "session_not_found", str(exc))
     if isinstance(exc, SessionLimitReached):
         return ApiError(503, "at_capacity", str(exc), {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, UnknownTrunk):
+        return ApiError(404, "unknown_trunk", str(exc))
+    if isinstance(exc, DialFailed):
+        # The far end refused or never answered: a gateway's failure, 504 when it timed out.
+        return ApiError(504 if exc.code == "no_answer" else 502, exc.code, str(exc))
     if isinstance(exc, LiveKitUnavailable):
         return ApiError(503, "livekit_unavailable", str(exc), {"Retry-After": "5"})
     return ApiError(500, "internal_error", "the server failed to handle this request")

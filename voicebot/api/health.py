@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import asdict
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from voicebot import __version__
 from voicebot.api.errors import error_response
-from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, SETTINGS, STARTED_AT, SUPERVISOR
+from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, REDIS, SETTINGS, SIP_HEALTH_URL, STARTED_AT, SUPERVISOR
 
 
 async def livekit_health(request: web.Request) -> web.Response:
-    """200 with the status of this process and LiveKit; 503 when LiveKit is unreachable."""
+    """The status of this process, LiveKit, SIP and Redis: 503 when LiveKit is unreachable,
+    200 "degraded" when only SIP or Redis is."""
     gateway = request.app[LIVEKIT]
-    probe = await gateway.probe()
+    probe, sip, redis = await asyncio.gather(
+        gateway.probe(), _sip_report(request.app), _redis_report(request.app)
+    )
     livekit: dict[str, Any] = {
         "url": gateway.url,
         "embedded": request.app[SETTINGS].livekit.embedded,
@@ -27,8 +33,9 @@ async def livekit_health(request: web.Request) -> web.Response:
     if probe.error:
         livekit["error"] = probe.error
     supervisor = request.app[SUPERVISOR]
+    degraded = sip.get("reachable") is False or redis.get("reachable") is False
     report = {
-        "status": "ok" if probe.reachable else "unavailable",
+        "status": "unavailable" if not probe.reachable else "degraded" if degraded else "ok",
         "process": {
             "pid": os.getpid(),
             "version": __version__,
@@ -37,9 +44,45 @@ async def livekit_health(request: web.Request) -> web.Response:
         },
         "sessions": {"live": len(supervisor.live()), "limit": supervisor.limit, **supervisor.counters},
         "livekit": livekit,
-        "redis": {"configured": bool(request.app[SETTINGS].redis.url)},
+        "sip": sip,
+        "redis": redis,
     }
     return web.json_response(report, status=200 if probe.reachable else 503)
+
+
+async def _sip_report(app: web.Application) -> dict[str, Any]:
+    sip = app[SETTINGS].sip
+    url = app[SIP_HEALTH_URL]
+    if not sip.enabled or not url:
+        return {"enabled": sip.enabled}
+    report: dict[str, Any] = {"enabled": True, "health_url": url}
+    started = time.perf_counter()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(url) as response,
+        ):
+            await response.read()
+            report["reachable"] = response.status == 200
+            if response.status != 200:
+                report["error"] = f"answered HTTP {response.status}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        report.update(reachable=False, error=str(exc) or type(exc).__name__)
+    if report["reachable"]:
+        report["rtt_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return report
+
+
+async def _redis_report(app: web.Application) -> dict[str, Any]:
+    client = app.get(REDIS)
+    if client is None:
+        return {"configured": False}
+    started = time.perf_counter()
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return {"configured": True, "reachable": False, "error": str(exc) or type(exc).__name__}
+    return {"configured": True, "reachable": True, "rtt_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
 from voicebot.sessions.supervisor import SessionSupervisor
+from voicebot.sip_provisioning import SipProvisioner
+from voicebot.webhooks import WebhookRouter
 
 SETTINGS = web.AppKey("settings", Settings)
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)
@@ -16,3 +19,8 @@ ROOMS = web.AppKey("rooms", RoomService)
 STARTED_AT = web.AppKey("started_at", float)
 SUPERVISOR = web.AppKey("supervisor", SessionSupervisor)
 LOOP_MONITOR = web.AppKey("loop_monitor", LoopMonitor)
+SIP = web.AppKey("sip", SipProvisioner)
+SIP_HEALTH_URL = web.AppKey("sip_health_url", str)
+WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
+# Present only when a Redis URL is configured (or the embedded one runs for SIP).
+REDIS = web.AppKey("redis", Redis)

@@ -13,6 +13,7 @@ import structlog
 from livekit import api, rtc
 from livekit.agents import Agent, AgentSession, room_io
 from livekit.agents.testing import fake_job_context
+from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
@@ -28,7 +29,12 @@ from voicebot.store.transcripts import Speaker, TranscriptLine, TranscriptStore
 
 log = structlog.get_logger(__name__)
 
-EndReason = Literal["room_closed", "participants_left", "stopped", "call_ended", "failed", "shutdown"]
+# livekit-sip's attribute on a phone participant: dialing, ringing, active, hangup.
+SIP_CALL_STATUS = "sip.callStatus"
+
+EndReason = Literal[
+    "room_closed", "participants_left", "stopped", "call_ended", "call_not_answered", "failed", "shutdown"
+]
 
 
 @dataclass
@@ -76,6 +82,7 @@ class RoomSession:
         pipeline: Pipeline,
         transcripts: TranscriptStore,
         owns_room: bool,
+        phone_call: bool = False,
         max_provider_errors: int = 3,
     ) -> None:
         self.agent = agent
@@ -90,7 +97,9 @@ class RoomSession:
         self._pipeline = pipeline
         self._transcripts = transcripts
         self._owns_room = owns_room
+        self._phone_call = phone_call
         self._max_provider_errors = max_provider_errors
+        self._call_answered = asyncio.Event()
         self._ending = _Ending()
         self._pending: set[asyncio.Task[None]] = set()
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -120,7 +129,8 @@ class RoomSession:
                     # Ending the session is ours to decide (last human gone), not the first caller's.
                     room_options=room_io.RoomOptions(close_on_disconnect=False),
                 )
-                if self.agent.greeting:
+                self._listen_for_digits(room, session)
+                if self.agent.greeting and await self._ready_to_greet():
                     session.say(self.agent.greeting)
                 await self._ending.event.wait()
         except asyncio.CancelledError:
@@ -132,6 +142,39 @@ class RoomSession:
         finally:
             await self._leave(room, session)
         return self.info
+
+    async def _ready_to_greet(self) -> bool:
+        """True at once in a web room; on a phone call once it is answered, False if it ends first."""
+        if not self._phone_call:
+            return True
+        answered = asyncio.ensure_future(self._call_answered.wait())
+        ended = asyncio.ensure_future(self._ending.event.wait())
+        try:
+            await asyncio.wait({answered, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered.cancel()
+            ended.cancel()
+        if self._call_answered.is_set():
+            self._log.info("call_answered")
+        return self._call_answered.is_set()
+
+    def _listen_for_digits(self, room: rtc.Room, session: AgentSession[None]) -> None:
+        def on_digit(event: rtc.SipDTMF) -> None:
+            self._log.info("dtmf_received", digit=event.digit)
+            line = TranscriptLine("user", f"[pressed {event.digit}]", time.time())
+            self._spawn(self._transcripts.append(self.info.room_name, line))
+            rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
+            if rule is None:
+                return
+            speech = session.say(rule.reply)
+            if rule.end_call:
+                self._spawn(self._end_after(speech))
+
+        room.on("sip_dtmf_received", on_digit)
+
+    async def _end_after(self, speech: SpeechHandle) -> None:
+        await speech
+        self._ending.set("call_ended")
 
     def _token(self) -> str:
         grants = api.VideoGrants(
@@ -162,6 +205,16 @@ class RoomSession:
         # its agent closes after the room's empty_timeout and the session ends with room_closed.
         room.on("disconnected", lambda reason: self._ending.set("room_closed"))
         room.on("participant_disconnected", lambda _p: self._check_humans(room))
+        # A phone call is answered when livekit-sip marks its participant active; greeting earlier
+        # would play into a line that is still ringing.
+        room.on("participant_connected", self._check_call_status)
+        room.on("participant_attributes_changed", lambda _changed, p: self._check_call_status(p))
+        for participant in room.remote_participants.values():
+            self._check_call_status(participant)
+
+    def _check_call_status(self, participant: rtc.Participant) -> None:
+        if participant.attributes.get(SIP_CALL_STATUS) == "active":
+            self._call_answered.set()
 
     def _check_humans(self, room: rtc.Room) -> None:
         if not _humans(room):
@@ -220,6 +273,8 @@ class RoomSession:
         try:
             if session is not None:
                 await session.aclose()
+            if info.end_reason == "call_ended":
+                await self._hang_up(room)
             await room.disconnect()
             if self._pending:
                 await asyncio.gather(*self._pending, return_exceptions=True)
@@ -237,6 +292,13 @@ class RoomSession:
             self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
         else:
             self._log.info("session_ended", reason=info.end_reason, duration_s=duration)
+
+    async def _hang_up(self, room: rtc.Room) -> None:
+        """Remove the phone callers: livekit-sip ends their calls with a BYE."""
+        for participant in room.remote_participants.values():
+            if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+                await self._livekit.remove_participant(self.info.room_name, participant.identity)
+                self._log.info("call_hung_up", caller=participant.identity)
 
 
 def new_agent_session(

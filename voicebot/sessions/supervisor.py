@@ -14,7 +14,7 @@ from voicebot.agents.pipeline import PipelineFactory
 from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
-from voicebot.sessions.session import RoomSession, SessionInfo
+from voicebot.sessions.session import EndReason, RoomSession, SessionInfo
 from voicebot.store.transcripts import TranscriptStore
 
 log = structlog.get_logger(__name__)
@@ -97,7 +97,9 @@ class SessionSupervisor:
                 # The claimant saw the error already; this stops asyncio warning it was never retrieved.
                 slot.session.exception()
 
-    async def start(self, agent: AgentDefinition, slot: Slot, *, owns_room: bool) -> RoomSession:
+    async def start(
+        self, agent: AgentDefinition, slot: Slot, *, owns_room: bool, phone_call: bool = False
+    ) -> RoomSession:
         """Start `agent` in the slot's room as a task; the slot is released when the session ends."""
         try:
             pipeline = await self._pipelines.build(agent)
@@ -111,6 +113,7 @@ class SessionSupervisor:
             pipeline=pipeline,
             transcripts=self.transcripts,
             owns_room=owns_room,
+            phone_call=phone_call,
             max_provider_errors=self._settings.max_provider_errors,
         )
         # A fresh context: the session outlives the request that started it, so it must not log
@@ -148,13 +151,13 @@ class SessionSupervisor:
             del self._ended[room_name]
         self._ended[info.room_name] = info
 
-    async def stop(self, room_name: str) -> SessionInfo | None:
+    async def stop(self, room_name: str, reason: EndReason = "stopped") -> SessionInfo | None:
         """Stop the session in a room and wait until its agent has left; None if there is none."""
         live = self._live.get(room_name)
         if live is None:
             return None
         session, task = live
-        session.stop()
+        session.stop(reason)
         return await asyncio.shield(task)
 
     async def shutdown(self) -> None:

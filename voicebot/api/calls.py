@@ -1,0 +1,47 @@
+"""POST /api/calls: an agent phones someone through an outbound SIP trunk."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from voicebot.api.body import read_json_object, require_identifier
+from voicebot.api.errors import ApiError
+from voicebot.api.keys import ROOMS, SETTINGS, SIP
+
+# A phone number (+15550100) or a SIP user part; nothing that could smuggle a URI parameter.
+CALLEE_PATTERN = re.compile(r"\+?[0-9A-Za-z*#._-]{1,64}")
+
+
+async def place_call(request: web.Request) -> web.Response:
+    """Create a room, start the agent, dial; 201 once the call is answered."""
+    body = await read_json_object(request)
+    agent_id = require_identifier(body, "agent_id")
+    to = body.get("to")
+    if not isinstance(to, str) or not CALLEE_PATTERN.fullmatch(to):
+        raise ApiError(400, "invalid_field", "the field 'to' must be a phone number such as +15550100")
+    sip = request.app[SETTINGS].sip
+    if not sip.enabled:
+        raise ApiError(409, "sip_disabled", "phone calls are off: set enabled = true in the [sip] section")
+    trunk = (
+        require_identifier(body, "trunk")
+        if "trunk" in body
+        else (sip.outbound[0].name if sip.outbound else "")
+    )
+    trunk_id = request.app[SIP].outbound_trunk_ids.get(trunk)
+    call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id)
+    return web.json_response(
+        {
+            "room_name": call.room_name,
+            "call_id": call.call_id,
+            "participant_identity": call.participant_identity,
+            "session_id": call.session_id,
+        },
+        status=201,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the call endpoints."""
+    app.router.add_post("/api/calls", place_call)

@@ -1,0 +1,164 @@
+"""Child processes voicebot runs beside itself (livekit-server, livekit-sip, redis-server) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CACHE_BIN = PROJECT_ROOT / ".cache" / "bin"
+LOOPBACK = "127.0.0.1"
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+# (signal, seconds to wait for the exit after sending it); SIGKILL follows the last step.
+StopSteps = Sequence[tuple[signal.Signals, float]]
+
+log = structlog.get_logger(__name__)
+
+
+class ChildProcessError(Exception):
+    """A child program could not be found or did not start."""
+
+
+def find_program(name: str, configured: str = "", *, hint: str) -> Path:
+    """The program to run: the configured path, then PATH, then the project's build cache."""
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise ChildProcessError(f"{configured!r} (configured for {name}) is not a file")
+        return path
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    cached = CACHE_BIN / name
+    if cached.is_file():
+        return cached
+    raise ChildProcessError(f"{name} not found on PATH or at {cached}; {hint}")
+
+
+def ports_in_use(ports: Sequence[tuple[str, int]]) -> list[str]:
+    """Which of ("TCP"|"UDP", port) cannot be bound on 127.0.0.1 now, as "TCP 7880"."""
+    busy = []
+    for kind, port in ports:
+        sock_type = socket.SOCK_STREAM if kind == "TCP" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, sock_type) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                busy.append(f"{kind} {port}")
+    return busy
+
+
+def http_ok(url: str, body: str | None = None) -> ReadyCheck:
+    """A readiness check: `url` answers 200 (with exactly `body`, when given)."""
+
+    async def check() -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session,
+                session.get(url) as response,
+            ):
+                text = await response.text()
+                return response.status == 200 and (body is None or text.strip() == body)
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    return check
+
+
+def tcp_open(port: int) -> ReadyCheck:
+    """A readiness check: something accepts TCP connections on 127.0.0.1:`port`."""
+
+    async def check() -> bool:
+        try:
+            _, writer = await asyncio.open_connection(LOOPBACK, port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    return check
+
+
+class ChildProcess:
+    """One program started with its output in a log file, waited for until ready, and stopped again."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it has exited."""
+        return self._process.returncode if self._process else None
+
+    async def start(self, ready: ReadyCheck, timeout_s: float) -> None:
+        """Start the program and wait until `ready()` holds; stops it again and raises if it never does."""
+        with self.log_path.open("wb") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        log.info("process_started", program=self.name, pid=self._process.pid)
+        try:
+            await self._wait_ready(ready, timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self, ready: ReadyCheck, timeout_s: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.returncode is not None:
+                raise ChildProcessError(
+                    f"{self.name} exited with code {self._process.returncode}: {self.log_tail()}"
+                )
+            if await ready():
+                log.info("process_ready", program=self.name, pid=self._process.pid)
+                return
+            await asyncio.sleep(0.05)
+        raise ChildProcessError(f"{self.name} was not ready within {timeout_s:g}s: {self.log_tail()}")
+
+    async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
+        """Send each step's signal and wait its time for the exit; SIGKILL if it outlives them all."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return process.returncode if process else None
+        returncode: int | None = None
+        for signum, wait_s in [*steps, (signal.SIGKILL, 10.0)]:
+            process.send_signal(signum)
+            try:
+                returncode = await asyncio.wait_for(process.wait(), wait_s)
+                break
+            except TimeoutError:
+                continue
+        if returncode == -signal.SIGKILL:
+            log.warning("process_killed", program=self.name, pid=process.pid)
+        log.info("process_stopped", program=self.name, pid=process.pid, returncode=returncode)
+        return returncode
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines the program logged, for error messages."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,152 @@
+"""The embedded livekit-sip and the redis-server it and livekit-server share, for `make run` and the tests."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicebot.config import SipSettings
+from voicebot.processes import (
+    LOOPBACK,
+    ChildProcess,
+    ChildProcessError,
+    find_program,
+    http_ok,
+    ports_in_use,
+    tcp_open,
+)
+
+SIP_BINARY = "livekit-sip"
+REDIS_BINARY = "redis-server"
+
+
+def sip_config(
+    sip: SipSettings, *, livekit_url: str, api_key: str, api_secret: str, redis_address: str
+) -> dict[str, Any]:
+    """livekit-sip's YAML settings for a SIP server on loopback that reaches LiveKit through Redis."""
+    return {
+        "api_key": api_key,
+        "api_secret": api_secret,
+        "ws_url": livekit_url,
+        "redis": {"address": redis_address},
+        "sip_port": sip.port,
+        "rtp_port": f"{sip.rtp_port_start}-{sip.rtp_port_end}",
+        "health_port": sip.health_port,
+        # Announce loopback in SDP and Contact headers instead of looking up a public address.
+        "use_external_ip": False,
+        "nat_1_to_1_ip": LOOPBACK,
+        "logging": {"level": "info"},
+    }
+
+
+class EmbeddedRedis:
+    """redis-server on 127.0.0.1, in memory only: it carries LiveKit's and livekit-sip's messages."""
+
+    def __init__(self, port: int, *, binary: str = "") -> None:
+        self.port = port
+        self._binary = binary
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self._child: ChildProcess | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port, as LiveKit's configs name it."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """redis:// URL, as redis-py names it."""
+        return f"redis://{self.address}/0"
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        """Start redis-server and wait until it accepts connections."""
+        binary = find_program(REDIS_BINARY, self._binary, hint="`make test` installs Debian's redis-server")
+        _refuse_busy(
+            [("TCP", self.port)], "redis-server", "set redis.url to use that Redis, or sip.redis_port"
+        )
+        self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-redis-")
+        workdir = Path(self._tempdir.name)
+        argv = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(workdir)]
+        self._child = ChildProcess(REDIS_BINARY, argv, workdir / "redis.log")
+        try:
+            await self._child.start(tcp_open(self.port), timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop redis-server; it keeps nothing on disk."""
+        if self._child is not None:
+            await self._child.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+
+class EmbeddedSipServer:
+    """livekit-sip as a child process: SIP on 127.0.0.1:`sip.port`, media on its RTP range."""
+
+    def __init__(
+        self, sip: SipSettings, *, livekit_url: str, api_key: str, api_secret: str, redis_address: str
+    ):
+        self._sip = sip
+        self._config = sip_config(
+            sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis_address=redis_address
+        )
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self._child: ChildProcess | None = None
+
+    @property
+    def health_url(self) -> str:
+        """livekit-sip's health check: 200 once it is ready for calls."""
+        return f"http://{LOOPBACK}:{self._sip.health_port}/"
+
+    @property
+    def address(self) -> str:
+        """Where phones and SIP clients send their INVITEs."""
+        return f"{LOOPBACK}:{self._sip.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines livekit-sip logged."""
+        return self._child.log_tail(lines) if self._child else "(no log)"
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        """Start livekit-sip and wait until its health check answers."""
+        binary = find_program(SIP_BINARY, self._sip.server_bin, hint="`make livekit-sip` builds it")
+        _refuse_busy(
+            [("UDP", self._sip.port), ("TCP", self._sip.port), ("TCP", self._sip.health_port)],
+            "livekit-sip",
+            "choose other sip.port / sip.health_port",
+        )
+        self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-sip-")
+        workdir = Path(self._tempdir.name)
+        config_path = workdir / "sip.yaml"
+        config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+        self._child = ChildProcess(
+            SIP_BINARY, [str(binary), "--config", str(config_path)], workdir / "sip.log"
+        )
+        try:
+            await self._child.start(http_ok(self.health_url), timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop livekit-sip; calls in progress are hung up."""
+        if self._child is not None:
+            await self._child.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+
+def _refuse_busy(ports: list[tuple[str, int]], program: str, advice: str) -> None:
+    busy = ports_in_use(ports)
+    if busy:
+        raise ChildProcessError(
+            f"port {', '.join(busy)} on {LOOPBACK} is already in use, so {program} cannot start; {advice}"
+        )
