@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 import pytest
 
+from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.config import SipSettings
 from voicebot.livekit_server import EmbeddedLiveKitServer, LiveKitServerPorts, find_binary
+from voicebot.sip_server import EmbeddedRedis, EmbeddedSipServer
 
 API_KEY = "voicebot-test"
 API_SECRET = "voicebot-test-secret-0123456789abcdef"
@@ -38,3 +42,62 @@ async def livekit_server() -> AsyncIterator[EmbeddedLiveKitServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@dataclass
+class SipStack:
+    """Redis, a livekit-server on it that sends webhooks to `webhook_port`, and livekit-sip beside them."""
+
+    redis: EmbeddedRedis
+    livekit: EmbeddedLiveKitServer
+    sip: EmbeddedSipServer
+    sip_settings: SipSettings
+    webhook_port: int
+    """Where the voicebot under test must listen to get the server's webhooks."""
+
+
+def free_sip_port() -> int:
+    """A port free for both UDP and TCP, as SIP listens on both."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture(scope="session")
+async def sip_stack() -> AsyncIterator[SipStack]:
+    """The phone-call infrastructure of the issue, started once for the run; a missing program fails it."""
+    redis = EmbeddedRedis(free_port())
+    webhook_port = free_port()
+    livekit = EmbeddedLiveKitServer(
+        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
+        free_livekit_ports(),
+        API_KEY,
+        API_SECRET,
+        redis_address=redis.address,
+        webhook_urls=(f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",),
+    )
+    rtp_start = 20000 + (os.getpid() % 200) * 100
+    settings = SipSettings(
+        enabled=True,
+        port=free_sip_port(),
+        rtp_port_start=rtp_start,
+        rtp_port_end=rtp_start + 99,
+        health_port=free_port(),
+    )
+    sip = EmbeddedSipServer(
+        settings, livekit_url=livekit.url, api_key=API_KEY, api_secret=API_SECRET, redis_address=redis.address
+    )
+    try:
+        await redis.start()
+        await livekit.start()
+        await sip.start()
+        yield SipStack(redis, livekit, sip, replace(settings, health_url=sip.health_url), webhook_port)
+    finally:
+        await sip.stop()
+        await livekit.stop()
+        await redis.stop()

@@ -210,7 +210,7 @@ class SipSettings:
     port: int = 5060
     """SIP signalling port of the embedded livekit-sip (UDP and TCP)."""
     rtp_port_start: int = 10000
-    rtp_port_end: int = 10200
+    rtp_port_end: int = 10100
     health_port: int = 8082
     health_url: str = ""
     """Where livekit-sip's health check answers; empty means the embedded one on health_port."""

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from livekit import api, rtc
 
-from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
+from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, free_sip_port
+from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
 from tests.voice_client import VoiceClient
 from voicebot.livekit_server import LiveKitServerPorts
 
@@ -172,3 +173,61 @@ async def test_sigterm_lets_live_sessions_leave_before_livekit_stops(
     await person.wait_for(lambda: "room_closed" in order, 10, "the room to close")
     assert order == ["left:agent", "room_closed"], "the agent should leave before LiveKit shuts down"
     await person.close()
+
+
+@pytest.mark.sip
+async def test_serve_with_sip_on_runs_redis_and_livekit_sip_and_takes_a_phone_call(tmp_path: Path) -> None:
+    port, lk_ports = free_port(), free_livekit_ports()
+    sip_port, health_port, redis_port = free_sip_port(), free_port(), free_port()
+    rtp_start = 24000 + (os.getpid() % 100) * 50
+    env = serve_env(lk_ports) | {
+        "VOICEBOT_SIP_ENABLED": "true",
+        "VOICEBOT_SIP_PORT": str(sip_port),
+        "VOICEBOT_SIP_HEALTH_PORT": str(health_port),
+        "VOICEBOT_SIP_REDIS_PORT": str(redis_port),
+        "VOICEBOT_SIP_RTP_PORT_START": str(rtp_start),
+        "VOICEBOT_SIP_RTP_PORT_END": str(rtp_start + 49),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicebot",
+        "serve",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    sink = RtpSink()
+    await sink.open()
+    try:
+        assert process.stdout is not None
+        first_line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert f"http://127.0.0.1:{port}" in first_line.decode()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/api/livekit/health") as response,
+        ):
+            health = await response.json()
+        assert health["sip"]["reachable"] is True
+        assert health["redis"]["reachable"] is True
+
+        # The shipped config routes +15550100 from 127.0.0.1 to Reception.
+        sipp = await start_sipp(
+            tmp_path, uac_pcap_scenario(tmp_path, sink.port), "-s", "+15550100", f"127.0.0.1:{sip_port}"
+        )
+        run = await finished(tmp_path, sipp)
+        assert run.returncode == 0, f"sipp: {run.errors or run.output[-2000:]}"
+        assert sink.loud_seconds() > 1.0
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        for child_port in (lk_ports.http, health_port, redis_port):
+            assert not await port_is_open(child_port), f"a child on port {child_port} outlived voicebot"
+    finally:
+        sink.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +72,18 @@ def test_redis_sip_and_voicebot_publish_their_ports(compose: dict[str, Any], con
     rtp_first, rtp_last = (int(p) for p in str(sip["rtp_port"]).split("-"))
     assert {(p, p, "udp") for p in range(rtp_first, rtp_last + 1)} <= published(compose, "sip")
     assert (config.server.port, config.server.port, "tcp") in published(compose, "voicebot")
+
+
+def test_sip_matches_config_toml_and_reaches_voicebot(compose: dict[str, Any], config: Settings) -> None:
+    sip = load_yaml("deploy/sip.yaml")
+    assert sip["sip_port"] == config.sip.port
+    assert sip["rtp_port"] == f"{config.sip.rtp_port_start}-{config.sip.rtp_port_end}"
+    env = compose["services"]["voicebot"]["environment"]
+    assert env["VOICEBOT_SIP_ENABLED"] == "true"
+    assert env["VOICEBOT_SIP_HEALTH_URL"] == f"http://sip:{sip['health_port']}/"
+    webhook = load_yaml("deploy/livekit.yaml")["webhook"]
+    assert webhook["api_key"] == config.livekit.api_key
+    assert webhook["urls"] == [f"http://voicebot:{config.server.port}{WEBHOOK_PATH}"]
 
 
 def test_every_service_shares_config_tomls_key_pair(compose: dict[str, Any], config: Settings) -> None:

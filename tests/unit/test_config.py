@@ -81,6 +81,35 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
         ),
         pytest.param(raw(logging={"level": "loud"}), {}, "logging.level", "debug", id="log-level"),
         pytest.param(raw(), {"VOICEBOT_SERVER_PORT": "x"}, "VOICEBOT_SERVER_PORT", "integer", id="env-type"),
+        pytest.param(
+            raw(sip={"inbound": [{"name": "x", "agent_id": "nobody", "numbers": ["+1"]}]}),
+            {},
+            "sip.inbound[0].agent_id",
+            "no agent",
+            id="sip-unknown-agent",
+        ),
+        pytest.param(
+            raw(sip={"inbound": [{"name": "open", "agent_id": "agent-123"}]}),
+            {},
+            "sip.inbound[0]",
+            "whose calls",
+            id="sip-open-route",
+        ),
+        pytest.param(
+            raw(sip={"outbound": [{"name": "pbx", "address": "pbx:5060", "transport": "carrier-pigeon"}]}),
+            {},
+            "sip.outbound[0].transport",
+            "udp",
+            id="sip-transport",
+        ),
+        pytest.param(raw(sip={"rtp_port_end": 1}), {}, "sip.rtp_port_end", "greater", id="sip-rtp-range"),
+        pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "rules": [{"reply": "hi", "digits": ["12"]}]}]),
+            {},
+            "agents[0].rules[0].digits",
+            "phone key",
+            id="rule-bad-digit",
+        ),
     ],
 )
 def test_bad_settings_name_the_key_and_the_problem(
@@ -101,3 +130,14 @@ def test_invalid_toml_and_a_missing_file_are_config_errors(tmp_path: Path) -> No
         load_settings(broken, {})
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "missing.toml", {})
+
+
+def test_shipped_sip_section_routes_the_reception_line_and_is_off_by_default() -> None:
+    settings = load_settings(ROOT / "config.toml", {})
+
+    assert settings.sip.enabled is False
+    assert [(r.name, r.agent_id) for r in settings.sip.inbound] == [("reception-line", "agent-123")]
+    assert load_settings(ROOT / "config.toml", {"VOICEBOT_SIP_ENABLED": "true"}).sip.enabled is True
+    reception = settings.agent("agent-123")
+    assert reception is not None
+    assert {digit for rule in reception.rules for digit in rule.digits} == {"1", "2", "9"}

@@ -166,6 +166,8 @@ class RoomSession:
             rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
             if rule is None:
                 return
+            # A key press is a deliberate choice: it cuts off whatever the agent was saying.
+            session.interrupt(force=True)
             speech = session.say(rule.reply)
             if rule.end_call:
                 self._spawn(self._end_after(speech))
