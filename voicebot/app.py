@@ -15,6 +15,7 @@ from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
 from voicebot.api import agents, calls, health, page, rooms, sessions, webhooks
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.keys import (
+    CLUSTER,
     LIVEKIT,
     LOOP_MONITOR,
     REDIS,
@@ -23,6 +24,7 @@ from voicebot.api.keys import (
     SIP,
     SIP_HEALTH_URL,
     STARTED_AT,
+    STATE,
     SUPERVISOR,
     WEBHOOKS,
 )
@@ -34,10 +36,12 @@ from voicebot.livekit_server import EmbeddedLiveKitServer
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.processes import LOOPBACK
 from voicebot.rooms import RoomService
+from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip_provisioning import SipProvisioner
 from voicebot.sip_server import EmbeddedRedis, EmbeddedSipServer
-from voicebot.store.transcripts import InMemoryTranscriptStore
+from voicebot.store.redis_store import RedisStore
+from voicebot.store.state import InMemoryStore, StateStore
 from voicebot.webhooks import WebhookRouter
 
 log = structlog.get_logger(__name__)
@@ -117,12 +121,19 @@ async def _start_services(
         redis_client = Redis.from_url(redis_url, socket_timeout=lk.request_timeout_s)
         stack.push_async_callback(redis_client.aclose)
         app[REDIS] = redis_client
+    # [redis] url shares state with other processes; otherwise it lives in this one.
+    store: StateStore = RedisStore(settings.redis.url) if settings.redis.url else InMemoryStore()
+    stack.push_async_callback(store.aclose)
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
         pipelines=pipelines or ProviderPipelineFactory(settings.providers),
-        transcripts=InMemoryTranscriptStore(settings.sessions.transcript_retention_s),
+        state=store,
+        process_id=new_process_id(),
     )
+    cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
+    await cluster.start()
+    stack.push_async_callback(cluster.stop)
     monitor = LoopMonitor()
     monitor.start()
     stack.push_async_callback(monitor.stop)
@@ -134,15 +145,19 @@ async def _start_services(
     app[LIVEKIT] = gateway
     app[SUPERVISOR] = supervisor
     app[LOOP_MONITOR] = monitor
-    app[ROOMS] = RoomService(settings, gateway, supervisor)
+    app[ROOMS] = RoomService(settings, gateway, cluster, store)
+    app[STATE] = store
+    app[CLUSTER] = cluster
     app[SIP] = provisioner
     app[SIP_HEALTH_URL] = sip_server.health_url if sip_server else sip.health_url
-    app[WEBHOOKS] = WebhookRouter(settings, app[ROOMS], gateway)
+    app[WEBHOOKS] = WebhookRouter(settings, app[ROOMS], gateway, store)
     log.info(
         "app_started",
         livekit_url=url,
         embedded_livekit=embedded is not None,
         sip=sip_server.address if sip_server else sip.enabled,
+        process=cluster.process_id,
+        state="redis" if isinstance(store, RedisStore) else "memory",
     )
 
 

@@ -76,6 +76,11 @@ class RedisSettings:
     """Shared state for several voicebot processes; empty keeps state in memory."""
 
     url: str = ""
+    lease_ttl_s: float = 2.0
+    """A room's agent belongs to one process for this long, renewed while it lives; after a crash,
+    another process takes the room over once it lapses."""
+    heartbeat_s: float = 0.5
+    """How often a process renews its heartbeat and leases, and looks for rooms to take over."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +432,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("logging.format", "must be one of auto, console, json")
     if settings.redis.url and not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    if not 0 < settings.redis.heartbeat_s * 2 <= settings.redis.lease_ttl_s:
+        raise ConfigError("redis.heartbeat_s", "must be above 0 and at most half of redis.lease_ttl_s")
     if not settings.agents:
         raise ConfigError("agents", "define at least one agent with [[agents]]")
     _validate_sip(settings)

@@ -38,6 +38,10 @@ class RoomNotFound(VoicebotError):
         super().__init__(f"the LiveKit server has no room named {room_name!r}")
 
 
+class StateUnavailable(VoicebotError):
+    """The shared state (Redis) cannot be written now; nothing new may start until it can."""
+
+
 class SessionNotFound(VoicebotError):
     """No agent session is running in that room, and no transcript of one is kept."""
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
+import time
+from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
+from livekit import api
 
 from voicebot.config import AgentDefinition, Settings
-from voicebot.errors import RoomNotFound, UnknownAgent, UnknownTrunk
+from voicebot.errors import LiveKitUnavailable, RoomNotFound, UnknownAgent, UnknownTrunk
 from voicebot.livekit import LiveKitGateway, RoomAccess
-from voicebot.sessions.session import SessionInfo
-from voicebot.sessions.supervisor import SessionSupervisor
+from voicebot.sessions.cluster import Cluster
+from voicebot.store.state import RoomRecord, StateStore
 
 ROOM_PREFIX = "voicebot_"
 # Callers dialled out to get the same identity shape as livekit-sip gives callers who phone in.
@@ -26,13 +29,29 @@ def room_name_for(agent_id: str) -> str:
     return f"{ROOM_PREFIX}{agent_id}_{secrets.token_hex(4)}"
 
 
-class RoomService:
-    """Creates LiveKit rooms for agents, sends agents into rooms, and mints the tokens users join with."""
+@dataclass(frozen=True)
+class PlacedCall:
+    """An answered outbound call: its room, call id, the callee's identity and the agent's session."""
 
-    def __init__(self, settings: Settings, livekit: LiveKitGateway, supervisor: SessionSupervisor) -> None:
+    room_name: str
+    call_id: str
+    participant_identity: str
+    session_id: str
+
+
+class RoomService:
+    """Creates LiveKit rooms for agents, sends agents into rooms, and mints the tokens users join with.
+
+    Where an agent runs is the cluster's choice: this process, or another one with free capacity.
+    """
+
+    def __init__(
+        self, settings: Settings, livekit: LiveKitGateway, cluster: Cluster, store: StateStore
+    ) -> None:
         self._settings = settings
         self._livekit = livekit
-        self._supervisor = supervisor
+        self._cluster = cluster
+        self._store = store
 
     def agent(self, agent_id: str) -> AgentDefinition:
         """The agent with this id; raises UnknownAgent."""
@@ -46,63 +65,57 @@ class RoomService:
         agent = self.agent(agent_id)
         lk = self._settings.livekit
         room_name = room_name_for(agent.id)
-        slot, _ = self._supervisor.claim(room_name)
+        # Placed before the room exists, so a refusal (503) leaves nothing on the server.
+        placement = await self._cluster.place(room_name)
         try:
-            await self._livekit.create_room(
-                room_name, empty_timeout_s=lk.empty_timeout_s, departure_timeout_s=lk.departure_timeout_s
-            )
-        except BaseException as exc:
-            self._supervisor.release(slot, exc)
-            raise
-        try:
-            await self._supervisor.start(agent, slot, owns_room=True)
+            await self._new_room(agent, room_name)
+            await self._cluster.run_agent(agent, room_name, placement, owns_room=True, phone_call=False)
         except BaseException:
             # A room nobody will serve is a leak on the server: take it back down.
-            await self._livekit.delete_room(room_name)
+            await self._cluster.release(room_name, placement.process_id)
+            await self._discard_room(room_name)
             raise
         identity, token = self._livekit.user_token(room_name, ttl_s=lk.token_ttl_s)
-        log.info("room_created", room=room_name, agent=agent.id, identity=identity)
+        log.info(
+            "room_created", room=room_name, agent=agent.id, identity=identity, process=placement.process_id
+        )
         return RoomAccess(room_name, token, self._livekit.public_url, identity)
 
     async def send_agent(
         self, agent_id: str, room_name: str, *, phone_call: bool = False
-    ) -> tuple[SessionInfo, bool]:
+    ) -> tuple[dict[str, Any], bool]:
         """Send an agent into an existing room; returns its session and whether it was started now.
 
         On a `phone_call` the agent greets once the call is answered, not when it joins.
         """
         agent = self.agent(agent_id)
-        slot, new = self._supervisor.claim(room_name)
-        if not new:
-            session = await asyncio.shield(slot.session)
-            return session.info, False
+        placement = await self._cluster.place(room_name)
+        if not placement.new:
+            return await self._cluster.session_of(room_name, placement.process_id), False
         try:
             if not await self._livekit.room_exists(room_name):
                 raise RoomNotFound(room_name)
-        except BaseException as exc:
-            self._supervisor.release(slot, exc)
+            session = await self._cluster.run_agent(
+                agent, room_name, placement, owns_room=False, phone_call=phone_call
+            )
+        except BaseException:
+            await self._cluster.release(room_name, placement.process_id)
             raise
-        session = await self._supervisor.start(agent, slot, owns_room=False, phone_call=phone_call)
-        log.info("agent_sent", room=room_name, agent=agent.id, session=session.info.session_id)
-        return session.info, True
+        log.info("agent_sent", room=room_name, agent=agent.id, process=placement.process_id)
+        return session, True
 
     async def place_call(self, agent_id: str, to: str, trunk_name: str, trunk_id: str | None) -> PlacedCall:
-        """Create a room, start its agent and dial `to` into it; a failed dial leaves nothing behind."""
+        """Create a room, start its agent here and dial `to` into it; a failed dial leaves nothing behind."""
         agent = self.agent(agent_id)
         if trunk_id is None:
             raise UnknownTrunk(trunk_name, [t.name for t in self._settings.sip.outbound])
-        lk = self._settings.livekit
         room_name = room_name_for(agent.id)
-        slot, _ = self._supervisor.claim(room_name)
+        placement = await self._cluster.place(room_name)
         try:
-            await self._livekit.create_room(
-                room_name, empty_timeout_s=lk.empty_timeout_s, departure_timeout_s=lk.departure_timeout_s
+            await self._new_room(agent, room_name)
+            session = await self._cluster.run_agent(
+                agent, room_name, placement, owns_room=True, phone_call=True
             )
-        except BaseException as exc:
-            self._supervisor.release(slot, exc)
-            raise
-        try:
-            session = await self._supervisor.start(agent, slot, owns_room=True, phone_call=True)
             call = await self._livekit.dial(
                 trunk_id,
                 to,
@@ -112,18 +125,24 @@ class RoomService:
             )
         except BaseException:
             # Nobody answered: the agent leaves and the room goes; nothing waits for a call that never came.
-            await self._supervisor.stop(room_name, "call_not_answered")
-            await self._livekit.delete_room(room_name)
+            await self._cluster.stop_session(room_name, "call_not_answered")
+            await self._cluster.release(room_name, placement.process_id)
+            await self._discard_room(room_name)
             raise
         log.info("call_placed", room=room_name, agent=agent.id, trunk=trunk_name, call=call.sip_call_id)
-        return PlacedCall(room_name, call.sip_call_id, call.participant_identity, session.info.session_id)
+        return PlacedCall(
+            room_name, call.sip_call_id, call.participant_identity, str(session.get("session_id", ""))
+        )
 
+    async def _discard_room(self, room_name: str) -> None:
+        # Cleanup after a failure: the room may never have existed, and the first error is the one to report.
+        with suppress(api.TwirpError, LiveKitUnavailable):
+            await self._livekit.delete_room(room_name)
 
-@dataclass(frozen=True)
-class PlacedCall:
-    """An answered outbound call: its room, call id, the callee's identity and the agent's session."""
-
-    room_name: str
-    call_id: str
-    participant_identity: str
-    session_id: str
+    async def _new_room(self, agent: AgentDefinition, room_name: str) -> None:
+        """Create the LiveKit room and remember it as voicebot's, so whoever runs it may delete it."""
+        lk = self._settings.livekit
+        await self._livekit.create_room(
+            room_name, empty_timeout_s=lk.empty_timeout_s, departure_timeout_s=lk.departure_timeout_s
+        )
+        await self._store.save_room(RoomRecord(room_name, agent.id, self._cluster.process_id, time.time()))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import structlog
 from livekit import api
 
@@ -12,9 +10,10 @@ from voicebot.errors import SessionLimitReached, VoicebotError
 from voicebot.livekit import LiveKitGateway
 from voicebot.rooms import ROOM_PREFIX, RoomService
 from voicebot.sip_provisioning import AGENT_ATTRIBUTE
+from voicebot.store.state import StateStore
 
-# LiveKit retries a webhook it got no answer to; this many recent event ids are remembered.
-SEEN_EVENTS = 4096
+# LiveKit retries a webhook it got no answer to for minutes at most; ids are remembered for an hour.
+EVENT_MEMORY_S = 3600
 
 log = structlog.get_logger(__name__)
 
@@ -22,20 +21,19 @@ log = structlog.get_logger(__name__)
 class WebhookRouter:
     """Acts on verified webhook events once each, however often LiveKit delivers them."""
 
-    def __init__(self, settings: Settings, rooms: RoomService, livekit: LiveKitGateway) -> None:
+    def __init__(
+        self, settings: Settings, rooms: RoomService, livekit: LiveKitGateway, state: StateStore
+    ) -> None:
         self._settings = settings
         self._rooms = rooms
         self._livekit = livekit
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._state = state
 
     async def handle(self, event: api.WebhookEvent) -> str:
         """Act on one event; returns what was done, for the response and the log."""
-        if event.id and event.id in self._seen:
+        # Whichever process LiveKit delivers (or redelivers) the event to, only the first acts on it.
+        if event.id and not await self._state.first_delivery(event.id, EVENT_MEMORY_S):
             return "duplicate"
-        if event.id:
-            self._seen[event.id] = None
-            if len(self._seen) > SEEN_EVENTS:
-                self._seen.popitem(last=False)
         if event.event == "participant_joined" and event.participant.kind == api.ParticipantInfo.Kind.SIP:
             return await self._phone_caller_joined(event.room.name, event.participant)
         return "ignored"
@@ -56,7 +54,7 @@ class WebhookRouter:
         except VoicebotError as exc:
             bound.warning("phone_call_not_served", reason=str(exc))
             return "failed"
-        bound.info("phone_caller_joined", session=info.session_id, started=started)
+        bound.info("phone_caller_joined", session=info.get("session_id"), started=started)
         return "agent_started" if started else "agent_present"
 
     def _agent_of(self, room_name: str) -> str | None:

@@ -14,6 +14,7 @@ from voicebot.errors import (
     RoomNotFound,
     SessionLimitReached,
     SessionNotFound,
+    StateUnavailable,
     UnknownAgent,
     UnknownTrunk,
     VoicebotError,
@@ -56,6 +57,8 @@ def _from_domain(exc: VoicebotError) -> ApiError:
     if isinstance(exc, DialFailed):
         # The far end refused or never answered: a gateway's failure, 504 when it timed out.
         return ApiError(504 if exc.code == "no_answer" else 502, exc.code, str(exc))
+    if isinstance(exc, StateUnavailable):
+        return ApiError(503, "state_unavailable", str(exc), {"Retry-After": "5"})
     if isinstance(exc, LiveKitUnavailable):
         return ApiError(503, "livekit_unavailable", str(exc), {"Retry-After": "5"})
     return ApiError(500, "internal_error", "the server failed to handle this request")

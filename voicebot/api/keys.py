@@ -9,8 +9,10 @@ from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
+from voicebot.sessions.cluster import Cluster
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip_provisioning import SipProvisioner
+from voicebot.store.state import StateStore
 from voicebot.webhooks import WebhookRouter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,3 +26,5 @@ SIP_HEALTH_URL = web.AppKey("sip_health_url", str)
 WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
 # Present only when a Redis URL is configured (or the embedded one runs for SIP).
 REDIS = web.AppKey("redis", Redis)
+STATE = web.AppKey("state", StateStore)
+CLUSTER = web.AppKey("cluster", Cluster)

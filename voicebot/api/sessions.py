@@ -6,7 +6,7 @@ from aiohttp import web
 
 from voicebot.api.body import read_json_object, require_identifier
 from voicebot.api.errors import ApiError
-from voicebot.api.keys import ROOMS, SUPERVISOR
+from voicebot.api.keys import CLUSTER, ROOMS, STATE, SUPERVISOR
 from voicebot.config import IDENTIFIER_PATTERN
 from voicebot.errors import SessionNotFound
 
@@ -17,41 +17,38 @@ async def job_notification(request: web.Request) -> web.Response:
     agent_id = require_identifier(body, "agent_id")
     room_name = require_identifier(body, "room_name")
     info, started = await request.app[ROOMS].send_agent(agent_id, room_name)
-    payload = {**info.as_json(), "status": "started" if started else "already_running"}
+    payload = {**info, "status": "started" if started else "already_running"}
     return web.json_response(payload, status=202 if started else 200)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    """Every live session in this process."""
-    supervisor = request.app[SUPERVISOR]
-    return web.json_response(
-        {"sessions": [info.as_json() for info in supervisor.live()], "limit": supervisor.limit}
-    )
+    """Every live session, of whichever process runs it."""
+    sessions = await request.app[STATE].live_sessions()
+    return web.json_response({"sessions": sessions, "limit": request.app[SUPERVISOR].limit})
 
 
 async def stop_session(request: web.Request) -> web.Response:
     """Stop the agent in a room and answer once it has left."""
     room_name = _room_name(request)
-    info = await request.app[SUPERVISOR].stop(room_name)
+    info = await request.app[CLUSTER].stop_session(room_name)
     if info is None:
         raise SessionNotFound(room_name)
-    return web.json_response(info.as_json())
+    return web.json_response(info)
 
 
 async def transcript(request: web.Request) -> web.Response:
     """A session's transcript, live or recently ended."""
     room_name = _room_name(request)
-    supervisor = request.app[SUPERVISOR]
-    lines = await supervisor.transcripts.lines(room_name)
+    state = request.app[STATE]
+    lines = await state.lines(room_name)
     if lines is None:
         raise SessionNotFound(room_name)
-    live = supervisor.session(room_name)
-    info = live.info if live is not None else supervisor.ended(room_name)
+    session = await state.session(room_name)
     return web.json_response(
         {
             "room_name": room_name,
-            "live": live is not None,
-            "session": info.as_json() if info is not None else None,
+            "live": session is not None and session.get("state") != "ended",
+            "session": session,
             "lines": [line.as_json() for line in lines],
         }
     )

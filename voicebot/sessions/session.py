@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import structlog
 from livekit import api, rtc
-from livekit.agents import Agent, AgentSession, room_io
+from livekit.agents import Agent, AgentSession, llm, room_io
 from livekit.agents.testing import fake_job_context
 from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.agent_session import SessionConnectOptions
@@ -24,8 +24,10 @@ from livekit.agents.voice.events import (
 
 from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
+from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
-from voicebot.store.transcripts import Speaker, TranscriptLine, TranscriptStore
+from voicebot.store.state import StateStore
+from voicebot.store.transcripts import Speaker, TranscriptLine
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +35,15 @@ log = structlog.get_logger(__name__)
 SIP_CALL_STATUS = "sip.callStatus"
 
 EndReason = Literal[
-    "room_closed", "participants_left", "stopped", "call_ended", "call_not_answered", "failed", "shutdown"
+    "room_closed",
+    "participants_left",
+    "stopped",
+    "call_ended",
+    "call_not_answered",
+    "failed",
+    "shutdown",
+    "lease_lost",
+    "owner_lost",
 ]
 
 
@@ -46,6 +56,8 @@ class SessionInfo:
     agent_id: str
     identity: str
     started_at: float
+    process_id: str = ""
+    """The voicebot process that runs the agent."""
     state: str = "starting"
     ended_at: float | None = None
     end_reason: EndReason | None = None
@@ -80,9 +92,12 @@ class RoomSession:
         *,
         livekit: LiveKitGateway,
         pipeline: Pipeline,
-        transcripts: TranscriptStore,
+        state: StateStore,
         owns_room: bool,
         phone_call: bool = False,
+        history: Sequence[TranscriptLine] = (),
+        process_id: str = "",
+        retention_s: float = 3600,
         max_provider_errors: int = 3,
     ) -> None:
         self.agent = agent
@@ -92,10 +107,13 @@ class RoomSession:
             agent_id=agent.id,
             identity=f"{AGENT_IDENTITY_PREFIX}{agent.id}-{secrets.token_hex(3)}",
             started_at=time.time(),
+            process_id=process_id,
         )
         self._livekit = livekit
         self._pipeline = pipeline
-        self._transcripts = transcripts
+        self._state = state
+        self._history = list(history)
+        self._retention_s = retention_s
         self._owns_room = owns_room
         self._phone_call = phone_call
         self._max_provider_errors = max_provider_errors
@@ -123,14 +141,16 @@ class RoomSession:
                 # We stand in for the worker, so we run the clean-up it runs when a job ends.
                 self._job_cleanup = job_ctx._on_cleanup
                 session = self._agent_session()
+                self._spawn(self._state.save_session(self.info.as_json()))
                 await session.start(
-                    agent=Agent(instructions=self.agent.instructions),
+                    agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
                     # Ending the session is ours to decide (last human gone), not the first caller's.
                     room_options=room_io.RoomOptions(close_on_disconnect=False),
                 )
                 self._listen_for_digits(room, session)
-                if self.agent.greeting and await self._ready_to_greet():
+                # A session that takes over a conversation carries on; it does not greet again.
+                if self.agent.greeting and not self._history and await self._ready_to_greet():
                     session.say(self.agent.greeting)
                 await self._ending.event.wait()
         except asyncio.CancelledError:
@@ -142,6 +162,14 @@ class RoomSession:
         finally:
             await self._leave(room, session)
         return self.info
+
+    def _chat_context(self) -> llm.ChatContext:
+        """The conversation so far, when this session takes over a room whose agent was lost."""
+        context = llm.ChatContext.empty()
+        for line in self._history:
+            if not line.text.startswith("[pressed"):
+                context.add_message(role="user" if line.speaker == "user" else "assistant", content=line.text)
+        return context
 
     async def _ready_to_greet(self) -> bool:
         """True at once in a web room; on a phone call once it is answered, False if it ends first."""
@@ -162,7 +190,7 @@ class RoomSession:
         def on_digit(event: rtc.SipDTMF) -> None:
             self._log.info("dtmf_received", digit=event.digit)
             line = TranscriptLine("user", f"[pressed {event.digit}]", time.time())
-            self._spawn(self._transcripts.append(self.info.room_name, line))
+            self._spawn(self._state.append(self.info.room_name, line))
             rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
             if rule is None:
                 return
@@ -224,6 +252,7 @@ class RoomSession:
 
     def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
         self.info.state = event.new_state
+        self._spawn(self._state.save_session(self.info.as_json()))
         self._log.debug("agent_state_changed", state=event.new_state)
 
     def _on_conversation_item(self, event: ConversationItemAddedEvent) -> None:
@@ -237,7 +266,7 @@ class RoomSession:
         # livekit-agents' per-turn latencies (transcription, end of turn, ttft, ttfb, e2e) ride on the line.
         metrics = {key: round(value, 4) for key, value in item.metrics.items() if isinstance(value, float)}
         line = TranscriptLine(speaker, text, event.created_at, metrics)
-        self._spawn(self._transcripts.append(self.info.room_name, line))
+        self._spawn(self._state.append(self.info.room_name, line))
         if speaker == "agent" and self._ends_call(text):
             self._ending.set("call_ended")
 
@@ -288,12 +317,22 @@ class RoomSession:
         except Exception:
             self._log.exception("session_cleanup_failed")
         finally:
-            await self._transcripts.close(info.room_name)
+            await self._state.close(info.room_name, self._retention_s)
+            await self._state.end_session(info.as_json(), self._retention_s)
+            await self._give_up_lease()
         duration = round(info.ended_at - info.started_at, 3)
         if info.end_reason == "failed":
             self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
         else:
             self._log.info("session_ended", reason=info.end_reason, duration_s=duration)
+
+    async def _give_up_lease(self) -> None:
+        # The room's place under the cluster's limit is free again. During a Redis outage the lease
+        # simply lapses; a stopped session must not wait for Redis.
+        try:
+            await self._state.release(self.info.room_name, self.info.process_id)
+        except StateUnavailable:
+            self._log.warning("lease_not_released")
 
     async def _hang_up(self, room: rtc.Room) -> None:
         """Remove the phone callers: livekit-sip ends their calls with a BYE."""

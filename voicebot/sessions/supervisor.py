@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -15,7 +16,8 @@ from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
 from voicebot.sessions.session import EndReason, RoomSession, SessionInfo
-from voicebot.store.transcripts import TranscriptStore
+from voicebot.store.state import StateStore
+from voicebot.store.transcripts import TranscriptLine
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +43,14 @@ class SessionSupervisor:
         *,
         livekit: LiveKitGateway,
         pipelines: PipelineFactory,
-        transcripts: TranscriptStore,
+        state: StateStore,
+        process_id: str = "",
     ) -> None:
         self._settings = settings
         self._livekit = livekit
         self._pipelines = pipelines
-        self.transcripts = transcripts
+        self.state = state
+        self.process_id = process_id
         self._slots: dict[str, Slot] = {}
         self._live: dict[str, tuple[RoomSession, asyncio.Task[SessionInfo]]] = {}
         self._ended: dict[str, SessionInfo] = {}
@@ -98,7 +102,13 @@ class SessionSupervisor:
                 slot.session.exception()
 
     async def start(
-        self, agent: AgentDefinition, slot: Slot, *, owns_room: bool, phone_call: bool = False
+        self,
+        agent: AgentDefinition,
+        slot: Slot,
+        *,
+        owns_room: bool,
+        phone_call: bool = False,
+        history: Sequence[TranscriptLine] = (),
     ) -> RoomSession:
         """Start `agent` in the slot's room as a task; the slot is released when the session ends."""
         try:
@@ -111,9 +121,12 @@ class SessionSupervisor:
             slot.room_name,
             livekit=self._livekit,
             pipeline=pipeline,
-            transcripts=self.transcripts,
+            state=self.state,
             owns_room=owns_room,
             phone_call=phone_call,
+            history=history,
+            process_id=self.process_id,
+            retention_s=self._settings.transcript_retention_s,
             max_provider_errors=self._settings.max_provider_errors,
         )
         # A fresh context: the session outlives the request that started it, so it must not log

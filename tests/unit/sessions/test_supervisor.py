@@ -10,7 +10,7 @@ from voicebot.config import SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.sessions.session import SessionInfo
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.store.transcripts import InMemoryTranscriptStore
+from voicebot.store.state import InMemoryStore
 
 
 def supervisor(limit: int = 2, retention_s: int = 60) -> SessionSupervisor:
@@ -19,7 +19,7 @@ def supervisor(limit: int = 2, retention_s: int = 60) -> SessionSupervisor:
         settings,
         livekit=None,  # type: ignore[arg-type]
         pipelines=None,  # type: ignore[arg-type]
-        transcripts=InMemoryTranscriptStore(retention_s),
+        state=InMemoryStore(),
     )
 
 

@@ -1,0 +1,274 @@
+"""Several voicebot processes as one: where a room's agent runs, leases and heartbeats, and taking over
+the rooms of a process that died. With the in-memory store it is a cluster of one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from contextlib import suppress
+from typing import Any
+
+import structlog
+from livekit import api
+
+from voicebot.config import AgentDefinition, Settings
+from voicebot.errors import LiveKitUnavailable, SessionLimitReached, StateUnavailable, UnknownAgent
+from voicebot.livekit import LiveKitGateway
+from voicebot.sessions.session import EndReason
+from voicebot.sessions.supervisor import SessionSupervisor
+from voicebot.store.state import Placement, StateStore
+
+log = structlog.get_logger(__name__)
+
+
+def new_process_id() -> str:
+    """An id for this process, readable in logs: host, pid and a few random characters."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Cluster:
+    """Places agents on processes with room for them, keeps this process's leases, runs the jobs other
+    processes send it, and takes over orphaned rooms that still have someone in them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        supervisor: SessionSupervisor,
+        livekit: LiveKitGateway,
+        *,
+        takes_over: bool,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._supervisor = supervisor
+        self._livekit = livekit
+        self._takes_over = takes_over
+        self.process_id = supervisor.process_id
+        self._lease_ttl_s = settings.redis.lease_ttl_s
+        self._beat_s = settings.redis.heartbeat_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state_ok_since: float | None = None
+        self.takeovers: list[dict[str, Any]] = []
+
+    @property
+    def state_ok(self) -> bool:
+        """Whether the last heartbeat reached the shared state."""
+        return self._state_ok_since is not None
+
+    async def start(self) -> None:
+        """Announce this process and start its background work."""
+        with suppress(StateUnavailable):
+            await self._beat()
+        self._tasks = [
+            asyncio.create_task(self._heartbeats(), name="cluster-heartbeats"),
+            asyncio.create_task(self._jobs(), name="cluster-jobs"),
+        ]
+        if self._takes_over:
+            self._tasks.append(asyncio.create_task(self._orphans(), name="cluster-takeovers"))
+
+    async def stop(self) -> None:
+        """Stop the background work; the sessions themselves are the supervisor's to end."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def place(self, room_name: str) -> Placement:
+        """The process that runs the room's agent; raises SessionLimitReached when every one is full."""
+        placement = await self._store.place(room_name, self.process_id, self._lease_ttl_s)
+        if placement is None:
+            sessions = self._settings.sessions
+            raise SessionLimitReached(sessions.max_concurrent, sessions.retry_after_s)
+        return placement
+
+    async def release(self, room_name: str, process_id: str) -> None:
+        """Give back a placement that was not used."""
+        with suppress(StateUnavailable):
+            await self._store.release(room_name, process_id)
+
+    async def run_agent(
+        self,
+        agent: AgentDefinition,
+        room_name: str,
+        placement: Placement,
+        *,
+        owns_room: bool,
+        phone_call: bool,
+    ) -> dict[str, Any]:
+        """Start the agent where it was placed: here, or by a job for the process that holds the lease."""
+        if placement.process_id == self.process_id:
+            return await self._start_here(agent, room_name, owns_room=owns_room, phone_call=phone_call)
+        job = {
+            "action": "start",
+            "room_name": room_name,
+            "agent_id": agent.id,
+            "owns_room": owns_room,
+            "phone_call": phone_call,
+        }
+        await self._store.push_job(placement.process_id, job)
+        log.info("agent_sent_to_process", room=room_name, agent=agent.id, process=placement.process_id)
+        return {
+            "room_name": room_name,
+            "agent_id": agent.id,
+            "process_id": placement.process_id,
+            "state": "starting",
+        }
+
+    async def session_of(self, room_name: str, process_id: str, within_s: float = 10) -> dict[str, Any]:
+        """The room's live session once whichever process runs it has recorded it."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                while True:
+                    session = await self._store.session(room_name)
+                    if session is not None and session.get("state") != "ended":
+                        return session
+                    await asyncio.sleep(0.05)
+        return {"room_name": room_name, "process_id": process_id, "state": "starting"}
+
+    async def stop_session(self, room_name: str, reason: EndReason = "stopped") -> dict[str, Any] | None:
+        """Stop a room's session wherever it runs; the ended session, or None if none was live."""
+        info = await self._supervisor.stop(room_name, reason)
+        if info is not None:
+            return info.as_json()
+        owner = await self._store.owner(room_name)
+        if owner is None or owner == self.process_id:
+            return None
+        await self._store.push_job(owner, {"action": "stop", "room_name": room_name, "reason": reason})
+        async with asyncio.timeout(self._settings.sessions.drain_timeout_s + 5):
+            while True:
+                record = await self._store.session(room_name)
+                if record is None or record.get("state") == "ended":
+                    return record
+                await asyncio.sleep(0.1)
+
+    async def _start_here(
+        self,
+        agent: AgentDefinition,
+        room_name: str,
+        *,
+        owns_room: bool,
+        phone_call: bool,
+        history: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        slot, new = self._supervisor.claim(room_name)
+        if not new:
+            session = await asyncio.shield(slot.session)
+            return session.info.as_json()
+        session = await self._supervisor.start(
+            agent, slot, owns_room=owns_room, phone_call=phone_call, history=history or ()
+        )
+        return session.info.as_json()
+
+    async def _beat(self) -> None:
+        await self._store.heartbeat(self.process_id, self._supervisor.limit, self._lease_ttl_s)
+        if self._state_ok_since is None:
+            self._state_ok_since = time.monotonic()
+            log.info("state_reachable", process=self.process_id)
+        for info in self._supervisor.live():
+            if not await self._store.renew(info.room_name, self.process_id, self._lease_ttl_s):
+                # Another process holds the room now: two agents in one room would talk over each other.
+                log.warning("lease_lost", room=info.room_name, session=info.session_id)
+                await self._supervisor.stop(info.room_name, "lease_lost")
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self._beat()
+            except StateUnavailable as exc:
+                if self._state_ok_since is not None:
+                    log.warning("state_unreachable", reason=str(exc))
+                self._state_ok_since = None
+            await asyncio.sleep(self._beat_s)
+
+    async def _jobs(self) -> None:
+        while True:
+            try:
+                job = await self._store.pop_job(self.process_id, 1.0)
+            except StateUnavailable:
+                await asyncio.sleep(self._beat_s)
+                continue
+            if job is not None:
+                await self._run_job(job)
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        room_name = str(job.get("room_name", ""))
+        try:
+            if job.get("action") == "stop":
+                await self._supervisor.stop(room_name, job.get("reason", "stopped"))
+                return
+            agent = self._settings.agent(str(job.get("agent_id", "")))
+            if agent is None:
+                raise UnknownAgent(str(job.get("agent_id")))
+            await self._start_here(
+                agent, room_name, owns_room=bool(job.get("owns_room")), phone_call=bool(job.get("phone_call"))
+            )
+        except Exception as exc:
+            log.error("job_failed", job=job, error=str(exc))
+            await self.release(room_name, self.process_id)
+
+    async def _orphans(self) -> None:
+        while True:
+            await asyncio.sleep(self._beat_s)
+            # Right after Redis comes back every lease may have lapsed; owners get a lease's time to renew.
+            settled = self._state_ok_since is not None and (
+                time.monotonic() - self._state_ok_since > self._lease_ttl_s + self._beat_s
+            )
+            if not settled:
+                continue
+            try:
+                await self._take_over_orphans()
+            except (StateUnavailable, LiveKitUnavailable) as exc:
+                log.warning("takeover_scan_failed", reason=str(exc))
+
+    async def _take_over_orphans(self) -> None:
+        alive = set(await self._store.live_processes())
+        for record in await self._store.live_sessions():
+            room_name = record["room_name"]
+            if record.get("process_id") in alive or await self._store.owner(room_name) is not None:
+                continue
+            if not await self._store.adopt(room_name, self.process_id, self._lease_ttl_s):
+                continue
+            await self._take_over(record)
+
+    async def _take_over(self, record: dict[str, Any]) -> None:
+        room_name = record["room_name"]
+        bound = log.bind(room=room_name, from_process=record.get("process_id"))
+        humans = []
+        if await self._livekit.room_exists(room_name):
+            participants = await self._livekit.participants(room_name)
+            humans = [p for p in participants if p.kind != api.ParticipantInfo.Kind.AGENT]
+        agent = self._settings.agent(record["agent_id"])
+        if not humans or agent is None:
+            ended = {**record, "state": "ended", "end_reason": "owner_lost", "ended_at": time.time()}
+            retention = self._settings.sessions.transcript_retention_s
+            await self._store.end_session(ended, retention)
+            await self._store.close(room_name, retention)
+            await self._store.release(room_name, self.process_id)
+            bound.info(
+                "orphan_closed", reason="nobody left in the room" if agent else "agent no longer defined"
+            )
+            return
+        history = await self._store.lines(room_name) or []
+        owns_room = await self._store.room(room_name) is not None
+        started = time.monotonic()
+        try:
+            info = await self._start_here(
+                agent, room_name, owns_room=owns_room, phone_call=False, history=history
+            )
+        except Exception:
+            await self._store.release(room_name, self.process_id)
+            raise
+        self.takeovers.append(
+            {"room_name": room_name, "from": record.get("process_id"), "lines": len(history)}
+        )
+        bound.info(
+            "session_taken_over",
+            session=info["session_id"],
+            lines=len(history),
+            start_ms=round((time.monotonic() - started) * 1000, 1),
+        )

@@ -1,0 +1,323 @@
+"""The shared state in Redis (redis.asyncio), for several voicebot processes; writes survive an outage.
+
+Keys, all under `voicebot:`: proc (zset of heartbeat deadlines), cap (hash of capacities), lease:<room>,
+owned:<process> (set of rooms), live (set of rooms with a live session), session:<room> (JSON),
+room:<room> (JSON), tx:<room> (a stream, one entry per line) with txids:<room> (line ids already written),
+jobs:<process> (list), event:<id>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar, cast
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from voicebot.errors import StateUnavailable
+from voicebot.store.state import Placement, RoomRecord
+from voicebot.store.transcripts import TranscriptLine
+
+P = "voicebot:"
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+# Rooms a process holds, counting only leases that still exist and are its own; stale ones are dropped.
+_HELD = """
+local function held(process)
+  local count = 0
+  for _, room in ipairs(redis.call('SMEMBERS', 'voicebot:owned:' .. process)) do
+    if redis.call('GET', 'voicebot:lease:' .. room) == process then
+      count = count + 1
+    else
+      redis.call('SREM', 'voicebot:owned:' .. process, room)
+    end
+  end
+  return count
+end
+local function free(process)
+  return tonumber(redis.call('HGET', 'voicebot:cap', process) or '0') - held(process)
+end
+local function lease(room, process, ttl)
+  redis.call('SET', 'voicebot:lease:' .. room, process, 'PX', ttl)
+  redis.call('SADD', 'voicebot:owned:' .. process, room)
+end
+"""
+
+# KEYS: none (single Redis); ARGV: room, preferred process, now ms, lease ms.
+_PLACE = (
+    _HELD
+    + """
+local owner = redis.call('GET', 'voicebot:lease:' .. ARGV[1])
+if owner then return {owner, 0} end
+redis.call('ZREMRANGEBYSCORE', 'voicebot:proc', '-inf', ARGV[3])
+local best, most = false, 0
+if redis.call('ZSCORE', 'voicebot:proc', ARGV[2]) and free(ARGV[2]) > 0 then
+  best = ARGV[2]
+else
+  for _, process in ipairs(redis.call('ZRANGE', 'voicebot:proc', 0, -1)) do
+    local room_left = free(process)
+    if room_left > most then best, most = process, room_left end
+  end
+end
+if not best then return {false, 0} end
+lease(ARGV[1], best, ARGV[4])
+return {best, 1}
+"""
+)
+
+# ARGV: room, process, lease ms.
+_ADOPT = (
+    _HELD
+    + """
+if redis.call('EXISTS', 'voicebot:lease:' .. ARGV[1]) == 1 or free(ARGV[2]) <= 0 then return 0 end
+lease(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+_RENEW = (
+    _HELD
+    + """
+local owner = redis.call('GET', 'voicebot:lease:' .. ARGV[1])
+if owner and owner ~= ARGV[2] then return 0 end
+lease(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+_RELEASE = """
+if redis.call('GET', 'voicebot:lease:' .. ARGV[1]) == ARGV[2] then
+  redis.call('DEL', 'voicebot:lease:' .. ARGV[1])
+end
+redis.call('SREM', 'voicebot:owned:' .. ARGV[2], ARGV[1])
+return 1
+"""
+
+# A line is written once: its id is remembered beside the stream, so a retry after a lost reply is a no-op.
+# ARGV: room, line id, line JSON.
+_APPEND = """
+if redis.call('SADD', 'voicebot:txids:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', 'voicebot:tx:' .. ARGV[1], '*', 'id', ARGV[2], 'line', ARGV[3])
+redis.call('PERSIST', 'voicebot:tx:' .. ARGV[1])
+redis.call('PERSIST', 'voicebot:txids:' .. ARGV[1])
+return 1
+"""
+
+
+class RedisStore:
+    """State shared by every process on one Redis; what cannot be written during an outage is kept in
+    order and written when Redis answers again."""
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self._redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # Jobs wait on BLPOP; a connection of their own keeps them from holding up everything else.
+        self._jobs_redis = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout_s)
+        self._place = self._redis.register_script(_PLACE)
+        self._adopt = self._redis.register_script(_ADOPT)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._append = self._redis.register_script(_APPEND)
+        # Writes that failed, oldest first: (kind, payload). Flushed in order before any new write.
+        self._outbox: deque[tuple[str, Any]] = deque()
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self.connected_since: float | None = None
+
+    async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await action()
+        except (RedisError, OSError) as exc:
+            self.connected_since = None
+            raise StateUnavailable(f"Redis at {self._safe_url()} did not answer: {exc}") from exc
+        if self.connected_since is None:
+            self.connected_since = time.monotonic()
+        return result
+
+    def _safe_url(self) -> str:
+        # Never log a password that may sit in the URL.
+        return self.url.split("@")[-1]
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping)
+        await self._flush()
+
+    async def heartbeat(self, process_id: str, capacity: int, ttl_s: float) -> None:
+        deadline_ms = int((time.time() + ttl_s) * 1000)
+
+        async def beat() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(f"{P}proc", {process_id: deadline_ms})
+                pipe.hset(f"{P}cap", process_id, capacity)
+                await pipe.execute()
+
+        await self._call(beat)
+        await self._flush()
+
+    async def live_processes(self) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        members = await self._call(lambda: self._redis.zrangebyscore(f"{P}proc", now_ms, "+inf"))
+        return sorted(_text(m) for m in members)
+
+    async def place(self, room_name: str, prefer: str, ttl_s: float) -> Placement | None:
+        now_ms = int(time.time() * 1000)
+        args: list[str | int] = [room_name, prefer, now_ms, int(ttl_s * 1000)]
+        owner, new = await self._call(lambda: self._place(args=args))
+        if not owner:
+            return None
+        return Placement(_text(owner), new=bool(new))
+
+    async def adopt(self, room_name: str, process_id: str, ttl_s: float) -> bool:
+        return bool(await self._call(lambda: self._adopt(args=[room_name, process_id, int(ttl_s * 1000)])))
+
+    async def renew(self, room_name: str, process_id: str, ttl_s: float) -> bool:
+        return bool(await self._call(lambda: self._renew(args=[room_name, process_id, int(ttl_s * 1000)])))
+
+    async def release(self, room_name: str, process_id: str) -> None:
+        await self._call(lambda: self._release(args=[room_name, process_id]))
+
+    async def owner(self, room_name: str) -> str | None:
+        owner = await self._call(lambda: self._redis.get(f"{P}lease:{room_name}"))
+        return _text(owner) if owner else None
+
+    async def push_job(self, process_id: str, job: dict[str, Any]) -> None:
+        await self._call(lambda: self._redis.rpush(f"{P}jobs:{process_id}", json.dumps(job)))
+
+    async def pop_job(self, process_id: str, timeout_s: float) -> dict[str, Any] | None:
+        async def pop() -> Any:
+            return await self._jobs_redis.blpop([f"{P}jobs:{process_id}"], timeout=timeout_s)
+
+        popped = await self._call(pop)
+        return cast(dict[str, Any], json.loads(popped[1])) if popped else None
+
+    async def save_room(self, room: RoomRecord) -> None:
+        await self._call(lambda: self._redis.set(f"{P}room:{room.room_name}", json.dumps(asdict(room))))
+
+    async def room(self, room_name: str) -> RoomRecord | None:
+        raw = await self._call(lambda: self._redis.get(f"{P}room:{room_name}"))
+        return RoomRecord(**json.loads(raw)) if raw else None
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        await self._write("session", dict(session))
+
+    async def end_session(self, session: dict[str, Any], retention_s: float) -> None:
+        await self._write("ended", (dict(session), retention_s))
+
+    async def session(self, room_name: str) -> dict[str, Any] | None:
+        raw = await self._call(lambda: self._redis.get(f"{P}session:{room_name}"))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    async def live_sessions(self) -> list[dict[str, Any]]:
+        async def read() -> list[Any]:
+            rooms = sorted(_text(r) for r in await self._redis.smembers(f"{P}live"))
+            if not rooms:
+                return []
+            return list(await self._redis.mget([f"{P}session:{room}" for room in rooms]))
+
+        sessions = [json.loads(raw) for raw in await self._call(read) if raw]
+        return sorted(sessions, key=lambda s: s["started_at"])
+
+    async def append(self, room_name: str, line: TranscriptLine) -> None:
+        await self._write("line", (room_name, uuid.uuid4().hex, line))
+
+    async def lines(self, room_name: str) -> list[TranscriptLine] | None:
+        async def read() -> tuple[int, list[Any]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(f"{P}tx:{room_name}", f"{P}txids:{room_name}")
+                pipe.xrange(f"{P}tx:{room_name}")
+                exists, entries = await pipe.execute()
+                return int(exists), list(entries)
+
+        exists, entries = await self._call(read)
+        if not exists:
+            return None
+        return [TranscriptLine(**json.loads(fields[b"line"])) for _, fields in entries]
+
+    async def close(self, room_name: str, retention_s: float) -> None:
+        await self._write("close", (room_name, retention_s))
+
+    async def first_delivery(self, event_id: str, ttl_s: float) -> bool:
+        return bool(
+            await self._call(lambda: self._redis.set(f"{P}event:{event_id}", 1, nx=True, ex=int(ttl_s)))
+        )
+
+    async def aclose(self) -> None:
+        try:
+            await self._flush()
+        except StateUnavailable:
+            log.warning("state_not_flushed", pending=len(self._outbox))
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._redis.aclose()
+        await self._jobs_redis.aclose()
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes waiting for Redis to come back."""
+        return len(self._outbox)
+
+    async def _write(self, kind: str, payload: Any) -> None:
+        """Write now if Redis answers and nothing older waits; otherwise queue it, in order, for later."""
+        self._outbox.append((kind, payload))
+        try:
+            await self._flush()
+        except StateUnavailable:
+            self._ensure_flusher()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            while self._outbox:
+                kind, payload = self._outbox[0]
+                await self._call(lambda kind=kind, payload=payload: self._apply(kind, payload))  # type: ignore[misc]
+                self._outbox.popleft()
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_until_done(), name="redis-outbox")
+
+    async def _flush_until_done(self) -> None:
+        log.warning("state_buffered", pending=len(self._outbox))
+        while self._outbox:
+            await asyncio.sleep(0.25)
+            try:
+                await self._flush()
+            except StateUnavailable:
+                continue
+        log.info("state_flushed")
+
+    async def _apply(self, kind: str, payload: Any) -> None:
+        if kind == "line":
+            room_name, line_id, line = payload
+            await self._append(args=[room_name, line_id, json.dumps(asdict(line))])
+        elif kind == "session":
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{P}session:{payload['room_name']}", json.dumps(payload))
+                pipe.sadd(f"{P}live", payload["room_name"])
+                await pipe.execute()
+        elif kind == "ended":
+            session, retention_s = payload
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{P}session:{session['room_name']}", json.dumps(session), ex=int(retention_s))
+                pipe.srem(f"{P}live", session["room_name"])
+                await pipe.execute()
+        elif kind == "close":
+            room_name, retention_s = payload
+            async with self._redis.pipeline(transaction=True) as pipe:
+                # A transcript with no lines yet still answers (empty) until it expires.
+                pipe.sadd(f"{P}txids:{room_name}", "")
+                pipe.expire(f"{P}tx:{room_name}", int(retention_s))
+                pipe.expire(f"{P}txids:{room_name}", int(retention_s))
+                await pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
