@@ -101,3 +101,14 @@ async def sip_stack() -> AsyncIterator[SipStack]:
         await sip.stop()
         await livekit.stop()
         await redis.stop()
+
+
+@pytest.fixture(scope="session")
+async def redis_server() -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of its own for the state-store tests, which empty it as they please."""
+    redis = EmbeddedRedis(free_port())
+    try:
+        await redis.start()
+        yield redis
+    finally:
+        await redis.stop()

@@ -45,9 +45,11 @@ def sip_config(
 class EmbeddedRedis:
     """redis-server on 127.0.0.1, in memory only: it carries LiveKit's and livekit-sip's messages."""
 
-    def __init__(self, port: int, *, binary: str = "") -> None:
+    def __init__(self, port: int, *, binary: str = "", data_dir: Path | None = None) -> None:
         self.port = port
         self._binary = binary
+        # With a data_dir every write is appended to disk first, so a restart loses nothing.
+        self._data_dir = data_dir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._child: ChildProcess | None = None
 
@@ -67,9 +69,14 @@ class EmbeddedRedis:
         _refuse_busy(
             [("TCP", self.port)], "redis-server", "set redis.url to use that Redis, or sip.redis_port"
         )
-        self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-redis-")
-        workdir = Path(self._tempdir.name)
-        argv = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        if self._data_dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-redis-")
+            workdir = Path(self._tempdir.name)
+            durability = ["--appendonly", "no"]
+        else:
+            workdir = self._data_dir
+            durability = ["--appendonly", "yes", "--appendfsync", "always"]
+        argv = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", "", *durability]
         argv += ["--dir", str(workdir)]
         self._child = ChildProcess(REDIS_BINARY, argv, workdir / "redis.log")
         try:

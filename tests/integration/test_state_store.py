@@ -1,0 +1,187 @@
+"""One contract, two stores: the in-memory store and the Redis store (on a real redis-server) behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.servers import free_port
+from voicebot.errors import StateUnavailable
+from voicebot.sip_server import EmbeddedRedis
+from voicebot.store.redis_store import RedisStore
+from voicebot.store.state import InMemoryStore, RoomRecord, StateStore
+from voicebot.store.transcripts import TranscriptLine
+
+pytestmark = pytest.mark.integration
+
+TTL = 0.4
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    async with Redis.from_url(redis_server.url) as admin:
+        await admin.flushall()
+    redis_store = RedisStore(redis_server.url)
+    yield redis_store
+    await redis_store.aclose()
+
+
+def session(room: str, process: str = "p1", state: str = "listening") -> dict[str, object]:
+    return {
+        "room_name": room,
+        "agent_id": "faq",
+        "session_id": f"SS_{room}",
+        "process_id": process,
+        "state": state,
+        "started_at": time.time(),
+    }
+
+
+async def test_a_room_goes_to_the_preferred_process_while_it_has_room_then_to_the_freest(
+    store: StateStore,
+) -> None:
+    await store.heartbeat("p1", 1, 5)
+    await store.heartbeat("p2", 2, 5)
+
+    first = await store.place("room-1", "p1", 5)
+    second = await store.place("room-2", "p1", 5)
+    third = await store.place("room-3", "p1", 5)
+    full = await store.place("room-4", "p1", 5)
+
+    assert [(p.process_id, p.new) for p in (first, second, third) if p] == [
+        ("p1", True),
+        ("p2", True),
+        ("p2", True),
+    ]
+    assert full is None
+
+
+async def test_placing_a_placed_room_again_keeps_its_process_and_costs_nothing(store: StateStore) -> None:
+    await store.heartbeat("p1", 1, 5)
+    first = await store.place("room-1", "p1", 5)
+
+    again = await store.place("room-1", "p1", 5)
+
+    assert first is not None
+    assert again is not None
+    assert (again.process_id, again.new) == ("p1", False)
+
+
+async def test_concurrent_placements_never_exceed_the_cluster_limit(store: StateStore) -> None:
+    await store.heartbeat("p1", 2, 5)
+    await store.heartbeat("p2", 3, 5)
+
+    placed = await asyncio.gather(*(store.place(f"room-{i}", "p1", 5) for i in range(12)))
+
+    owners = [p.process_id for p in placed if p is not None]
+    assert sorted(owners) == ["p1", "p1", "p2", "p2", "p2"]
+
+
+async def test_a_dead_processs_leases_lapse_and_its_rooms_can_be_adopted(store: StateStore) -> None:
+    await store.heartbeat("dead", 1, TTL)
+    await store.heartbeat("alive", 1, 5)
+    await store.place("room-1", "dead", TTL)
+    assert not await store.adopt("room-1", "alive", 5)
+
+    await asyncio.sleep(TTL + 0.2)
+
+    assert await store.live_processes() == ["alive"]
+    assert await store.owner("room-1") is None
+    assert await store.adopt("room-1", "alive", 5)
+    assert await store.owner("room-1") == "alive"
+    assert not await store.renew("room-1", "dead", 5), "the old owner must learn it lost the room"
+
+
+async def test_renew_keeps_a_lease_and_release_frees_the_place(store: StateStore) -> None:
+    await store.heartbeat("p1", 1, 5)
+    await store.place("room-1", "p1", TTL)
+    await asyncio.sleep(TTL / 2)
+    assert await store.renew("room-1", "p1", TTL)
+    await asyncio.sleep(TTL / 2 + 0.05)
+    assert await store.owner("room-1") == "p1"
+
+    await store.release("room-1", "p1")
+
+    assert await store.owner("room-1") is None
+    assert await store.place("room-2", "p1", 5) is not None
+
+
+async def test_jobs_reach_only_their_process_in_order(store: StateStore) -> None:
+    await store.push_job("p2", {"action": "start", "room_name": "a"})
+    await store.push_job("p2", {"action": "stop", "room_name": "a"})
+
+    assert await store.pop_job("p1", 0.1) is None
+    assert await store.pop_job("p2", 1) == {"action": "start", "room_name": "a"}
+    assert await store.pop_job("p2", 1) == {"action": "stop", "room_name": "a"}
+
+
+async def test_sessions_are_listed_while_live_and_readable_after_they_end(store: StateStore) -> None:
+    await store.save_session(session("room-1"))
+    await store.save_session(session("room-2", "p2"))
+    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1", "room-2"]
+
+    await store.end_session({**session("room-1"), "state": "ended"}, 60)
+
+    assert [s["room_name"] for s in await store.live_sessions()] == ["room-2"]
+    ended = await store.session("room-1")
+    assert ended is not None
+    assert ended["state"] == "ended"
+
+
+async def test_transcripts_keep_order_and_expire_after_retention(store: StateStore) -> None:
+    lines = [TranscriptLine("agent", "hello", 1.0), TranscriptLine("user", "hi", 2.0, {"e2e_latency": 0.5})]
+    for line in lines:
+        await store.append("room-1", line)
+
+    assert await store.lines("room-1") == lines
+    assert await store.lines("room-2") is None
+    await store.close("room-1", 1)
+    await asyncio.sleep(1.3)
+    assert await store.lines("room-1") is None
+
+
+async def test_rooms_created_and_webhook_events_are_remembered(store: StateStore) -> None:
+    await store.save_room(RoomRecord("room-1", "faq", "p1", 1.0))
+
+    assert await store.room("room-1") == RoomRecord("room-1", "faq", "p1", 1.0)
+    assert await store.room("room-2") is None
+    assert await store.first_delivery("EV_1", 60)
+    assert not await store.first_delivery("EV_1", 60)
+
+
+async def test_redis_writes_during_an_outage_are_kept_and_written_once_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Transcript lines and session records survive a Redis restart: buffered, then flushed, never doubled."""
+    redis_server = EmbeddedRedis(free_port(), data_dir=tmp_path)
+    await redis_server.start()
+    store = RedisStore(redis_server.url, timeout_s=0.5)
+    await store.append("room-1", TranscriptLine("agent", "before", 1.0))
+    await redis_server.stop()
+
+    await store.append("room-1", TranscriptLine("user", "during one", 2.0))
+    await store.append("room-1", TranscriptLine("agent", "during two", 3.0))
+    await store.save_session(session("room-1"))
+    with pytest.raises(StateUnavailable):
+        await store.place("room-2", "p1", 5)
+    assert store.pending_writes == 3
+
+    await redis_server.start()
+    async with asyncio.timeout(10):
+        while store.pending_writes:
+            await asyncio.sleep(0.1)
+
+    lines = await store.lines("room-1")
+    assert lines is not None
+    assert [line.text for line in lines] == ["before", "during one", "during two"]
+    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1"]
+    await store.aclose()
+    await redis_server.stop()
