@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import eventually
 from tests.servers import free_port
 from voicebot.errors import StateUnavailable
 from voicebot.sip_server import EmbeddedRedis
@@ -175,9 +176,7 @@ async def test_redis_writes_during_an_outage_are_kept_and_written_once_when_it_r
     assert store.pending_writes == 3
 
     await redis_server.start()
-    async with asyncio.timeout(10):
-        while store.pending_writes:
-            await asyncio.sleep(0.1)
+    await eventually(lambda: store.pending_writes == 0, 10, "the buffered writes to be flushed")
 
     lines = await store.lines("room-1")
     assert lines is not None
