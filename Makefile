@@ -43,10 +43,11 @@ test: install system-packages test-system-packages livekit-server livekit-sip ve
 	$(PY) -m pytest
 
 # Benchmarks print their tables and write bench/results/*.json; they take a few minutes.
-bench: install system-packages livekit-server
+bench: install system-packages test-system-packages livekit-server
 	$(PY) -m bench.join_latency
 	$(PY) -m bench.memory
 	$(PY) -m bench.voice_latency
+	$(PY) -m bench.takeover
 
 check: lint typecheck
 

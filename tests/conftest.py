@@ -13,13 +13,21 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.servers import API_KEY, API_SECRET, free_port, livekit_server, redis_server, sip_stack
+from tests.servers import (
+    API_KEY,
+    API_SECRET,
+    free_port,
+    livekit_server,
+    redis_server,
+    shared_state,
+    sip_stack,
+)
 from voicebot.app import create_app
 from voicebot.config import Settings, parse_settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.livekit_server import EmbeddedLiveKitServer
 
-__all__ = ["livekit_server", "redis_server", "sip_stack"]
+__all__ = ["livekit_server", "redis_server", "shared_state", "sip_stack"]
 
 SettingsFactory = Callable[..., Settings]
 

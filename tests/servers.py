@@ -112,3 +112,31 @@ async def redis_server() -> AsyncIterator[EmbeddedRedis]:
         yield redis
     finally:
         await redis.stop()
+
+
+@dataclass
+class SharedState:
+    """One Redis on disk, and a livekit-server in multi-node mode on it: what a scaled-out install runs."""
+
+    redis: EmbeddedRedis
+    livekit: EmbeddedLiveKitServer
+
+
+@pytest.fixture
+async def shared_state(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedState]:
+    """Fresh for each test, since tests here kill processes and restart Redis."""
+    redis = EmbeddedRedis(free_port(), data_dir=tmp_path_factory.mktemp("redis"))
+    livekit = EmbeddedLiveKitServer(
+        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
+        free_livekit_ports(),
+        API_KEY,
+        API_SECRET,
+        redis_address=redis.address,
+    )
+    try:
+        await redis.start()
+        await livekit.start()
+        yield SharedState(redis, livekit)
+    finally:
+        await livekit.stop()
+        await redis.stop()

@@ -16,16 +16,10 @@ from livekit import api, rtc
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, free_sip_port
 from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
 from tests.voice_client import VoiceClient
+from tests.voicebot_process import ROOT, cli_env
 from voicebot.livekit_server import LiveKitServerPorts
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
-    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

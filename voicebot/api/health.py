@@ -91,10 +91,13 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Answers 200 only while rooms can be served (LiveKit reachable)."""
+    """Answers 200 only while new rooms can be served: LiveKit reachable, and Redis too when configured."""
     probe = await request.app[LIVEKIT].probe()
     if not probe.reachable:
         return error_response(503, "not_ready", f"the LiveKit server is unreachable: {probe.error}")
+    redis = await _redis_report(request.app)
+    if redis.get("reachable") is False:
+        return error_response(503, "not_ready", f"Redis is unreachable: {redis.get('error')}")
     return web.json_response({"status": "ready"})
 
 

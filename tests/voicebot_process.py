@@ -1,0 +1,76 @@
+"""`python -m voicebot serve` as a child process of the test: several of them make a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The test's environment without LIVEKIT_/VOICEBOT_ settings of its own, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
+    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
+
+
+@dataclass
+class VoicebotProcess:
+    """One running voicebot and the base URL of its API."""
+
+    process: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, f"{self.base}{path}", json=body) as response,
+        ):
+            return response.status, await response.json()
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to leave its rooms or release its leases."""
+        self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def start_voicebot(**env: str) -> VoicebotProcess:
+    """Start `serve` on a free port with these VOICEBOT_/LIVEKIT_ variables and wait until it listens."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicebot",
+        "serve",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=cli_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    first_line = await asyncio.wait_for(process.stdout.readline(), 60)
+    assert f"http://127.0.0.1:{port}" in first_line.decode(), first_line
+    return VoicebotProcess(process, port)
