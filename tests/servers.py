@@ -44,6 +44,18 @@ async def livekit_server() -> AsyncIterator[EmbeddedLiveKitServer]:
     await server.stop()
 
 
+def livekit_on(redis: EmbeddedRedis, webhook_urls: tuple[str, ...] = ()) -> EmbeddedLiveKitServer:
+    """A livekit-server on free ports in multi-node mode on `redis` (not started yet)."""
+    return EmbeddedLiveKitServer(
+        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
+        free_livekit_ports(),
+        API_KEY,
+        API_SECRET,
+        redis_address=redis.address,
+        webhook_urls=webhook_urls,
+    )
+
+
 @dataclass
 class SipStack:
     """Redis, a livekit-server on it that sends webhooks to `webhook_port`, and livekit-sip beside them."""
@@ -73,14 +85,7 @@ async def sip_stack() -> AsyncIterator[SipStack]:
     """The phone-call infrastructure of the issue, started once for the run; a missing program fails it."""
     redis = EmbeddedRedis(free_port())
     webhook_port = free_port()
-    livekit = EmbeddedLiveKitServer(
-        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
-        free_livekit_ports(),
-        API_KEY,
-        API_SECRET,
-        redis_address=redis.address,
-        webhook_urls=(f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",),
-    )
+    livekit = livekit_on(redis, webhook_urls=(f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",))
     rtp_start = 20000 + (os.getpid() % 200) * 100
     settings = SipSettings(
         enabled=True,
@@ -126,13 +131,7 @@ class SharedState:
 async def shared_state(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedState]:
     """Fresh for each test, since tests here kill processes and restart Redis."""
     redis = EmbeddedRedis(free_port(), data_dir=tmp_path_factory.mktemp("redis"))
-    livekit = EmbeddedLiveKitServer(
-        find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
-        free_livekit_ports(),
-        API_KEY,
-        API_SECRET,
-        redis_address=redis.address,
-    )
+    livekit = livekit_on(redis)
     try:
         await redis.start()
         await livekit.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,14 @@ import structlog
 import yaml
 
 from voicebot.config import LiveKitSettings
-from voicebot.processes import LOOPBACK, ChildProcess, ChildProcessError, find_program, http_ok, ports_in_use
+from voicebot.processes import (
+    LOOPBACK,
+    ChildProcessError,
+    EmbeddedProgram,
+    find_program,
+    http_ok,
+    ports_in_use,
+)
 
 BINARY_NAME = "livekit-server"
 
@@ -92,9 +98,7 @@ class EmbeddedLiveKitServer:
             ports, api_key, api_secret, redis_address=redis_address, webhook_urls=webhook_urls
         )
         self._startup_timeout_s = startup_timeout_s
-        self._workdir = workdir
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._child: ChildProcess | None = None
+        self._program = EmbeddedProgram(BINARY_NAME, workdir)
 
     @classmethod
     def from_settings(
@@ -119,12 +123,12 @@ class EmbeddedLiveKitServer:
     @property
     def pid(self) -> int | None:
         """The child's process id while it runs."""
-        return self._child.pid if self._child else None
+        return self._program.pid
 
     @property
     def log_path(self) -> Path | None:
         """Where the server's output goes."""
-        return self._child.log_path if self._child else None
+        return self._program.log_path
 
     async def start(self) -> None:
         """Start the server and wait until `GET /` answers 200."""
@@ -135,22 +139,15 @@ class EmbeddedLiveKitServer:
                 f"port {', '.join(busy)} on {LOOPBACK} is already in use (another LiveKit server?); "
                 "set livekit.url to use that server, or choose other livekit ports"
             )
-        if self._workdir is None:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-livekit-")
-            workdir = Path(self._tempdir.name)
-        else:
-            workdir = self._workdir
-        config_path = workdir / "livekit.yaml"
-        config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
-        self._child = ChildProcess(
-            BINARY_NAME, [str(self.binary), "--config", str(config_path)], workdir / "livekit-server.log"
+
+        def argv(workdir: Path) -> list[str]:
+            config_path = workdir / "livekit.yaml"
+            config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+            return [str(self.binary), "--config", str(config_path)]
+
+        await self._program.launch(
+            argv, http_ok(f"http://{LOOPBACK}:{self.ports.http}/", "OK"), self._startup_timeout_s
         )
-        ready = http_ok(f"http://{LOOPBACK}:{self.ports.http}/", "OK")
-        try:
-            await self._child.start(ready, self._startup_timeout_s)
-        except BaseException:
-            await self.stop()
-            raise
         log.info("livekit_server_ready", url=self.url)
 
     async def stop(self, grace_s: float = 1.0, timeout_s: float = 10.0) -> int | None:
@@ -160,14 +157,8 @@ class EmbeddedLiveKitServer:
         100 ms between its HTTP port opening and its `running` flag being set is ignored; its second
         SIGTERM stops it at once, closing the rooms.
         """
-        returncode = None
-        if self._child is not None:
-            returncode = await self._child.stop(((signal.SIGTERM, grace_s), (signal.SIGTERM, timeout_s)))
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-        return returncode
+        return await self._program.stop(((signal.SIGTERM, grace_s), (signal.SIGTERM, timeout_s)))
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the server logged, for error messages."""
-        return self._child.log_tail(lines) if self._child else "(no log)"
+        return self._program.log_tail(lines)

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -162,3 +163,51 @@ class ChildProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class EmbeddedProgram:
+    """A child program in a working directory of its own: temporary unless one is given, removed on stop."""
+
+    def __init__(self, name: str, workdir: Path | None = None) -> None:
+        self.name = name
+        self._workdir = workdir
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self._child: ChildProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._child.pid if self._child else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where the program's output goes."""
+        return self._child.log_path if self._child else None
+
+    async def launch(
+        self, argv: Callable[[Path], Sequence[str]], ready: ReadyCheck, timeout_s: float
+    ) -> None:
+        """Start `argv(workdir)` and wait until `ready()`; on failure everything is cleaned up again."""
+        if self._workdir is not None:
+            workdir = self._workdir
+        else:
+            self._tempdir = tempfile.TemporaryDirectory(prefix=f"voicebot-{self.name}-")
+            workdir = Path(self._tempdir.name)
+        self._child = ChildProcess(self.name, argv(workdir), workdir / f"{self.name}.log")
+        try:
+            await self._child.start(ready, timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
+        """Stop the program (see ChildProcess.stop) and remove a temporary working directory."""
+        returncode = await self._child.stop(steps) if self._child is not None else None
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+        return returncode
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines the program logged, for error messages."""
+        return self._child.log_tail(lines) if self._child else "(no log)"

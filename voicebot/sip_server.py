@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ import yaml
 from voicebot.config import SipSettings
 from voicebot.processes import (
     LOOPBACK,
-    ChildProcess,
     ChildProcessError,
+    EmbeddedProgram,
     find_program,
     http_ok,
     ports_in_use,
@@ -43,15 +42,14 @@ def sip_config(
 
 
 class EmbeddedRedis:
-    """redis-server on 127.0.0.1, in memory only: it carries LiveKit's and livekit-sip's messages."""
+    """redis-server on 127.0.0.1: it carries LiveKit's and livekit-sip's messages, and voicebot's state."""
 
     def __init__(self, port: int, *, binary: str = "", data_dir: Path | None = None) -> None:
         self.port = port
         self._binary = binary
         # With a data_dir every write is appended to disk first, so a restart loses nothing.
         self._data_dir = data_dir
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._child: ChildProcess | None = None
+        self._program = EmbeddedProgram(REDIS_BINARY, data_dir)
 
     @property
     def address(self) -> str:
@@ -70,28 +68,19 @@ class EmbeddedRedis:
             [("TCP", self.port)], "redis-server", "set redis.url to use that Redis, or sip.redis_port"
         )
         if self._data_dir is None:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-redis-")
-            workdir = Path(self._tempdir.name)
             durability = ["--appendonly", "no"]
         else:
-            workdir = self._data_dir
             durability = ["--appendonly", "yes", "--appendfsync", "always"]
-        argv = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", "", *durability]
-        argv += ["--dir", str(workdir)]
-        self._child = ChildProcess(REDIS_BINARY, argv, workdir / "redis.log")
-        try:
-            await self._child.start(tcp_open(self.port), timeout_s)
-        except BaseException:
-            await self.stop()
-            raise
+
+        def argv(workdir: Path) -> list[str]:
+            base = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", ""]
+            return [*base, *durability, "--dir", str(workdir)]
+
+        await self._program.launch(argv, tcp_open(self.port), timeout_s)
 
     async def stop(self) -> None:
-        """Stop redis-server; it keeps nothing on disk."""
-        if self._child is not None:
-            await self._child.stop()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
+        """Stop redis-server."""
+        await self._program.stop()
 
 
 class EmbeddedSipServer:
@@ -104,8 +93,7 @@ class EmbeddedSipServer:
         self._config = sip_config(
             sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis_address=redis_address
         )
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._child: ChildProcess | None = None
+        self._program = EmbeddedProgram(SIP_BINARY)
 
     @property
     def health_url(self) -> str:
@@ -119,7 +107,7 @@ class EmbeddedSipServer:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines livekit-sip logged."""
-        return self._child.log_tail(lines) if self._child else "(no log)"
+        return self._program.log_tail(lines)
 
     async def start(self, timeout_s: float = 20.0) -> None:
         """Start livekit-sip and wait until its health check answers."""
@@ -129,26 +117,17 @@ class EmbeddedSipServer:
             "livekit-sip",
             "choose other sip.port / sip.health_port",
         )
-        self._tempdir = tempfile.TemporaryDirectory(prefix="voicebot-sip-")
-        workdir = Path(self._tempdir.name)
-        config_path = workdir / "sip.yaml"
-        config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
-        self._child = ChildProcess(
-            SIP_BINARY, [str(binary), "--config", str(config_path)], workdir / "sip.log"
-        )
-        try:
-            await self._child.start(http_ok(self.health_url), timeout_s)
-        except BaseException:
-            await self.stop()
-            raise
+
+        def argv(workdir: Path) -> list[str]:
+            config_path = workdir / "sip.yaml"
+            config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+            return [str(binary), "--config", str(config_path)]
+
+        await self._program.launch(argv, http_ok(self.health_url), timeout_s)
 
     async def stop(self) -> None:
         """Stop livekit-sip; calls in progress are hung up."""
-        if self._child is not None:
-            await self._child.stop()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
+        await self._program.stop()
 
 
 def _refuse_busy(ports: list[tuple[str, int]], program: str, advice: str) -> None:

@@ -16,7 +16,7 @@ from livekit import api, rtc
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, free_sip_port
 from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
 from tests.voice_client import VoiceClient
-from tests.voicebot_process import ROOT, cli_env
+from tests.voicebot_process import ROOT, cli_env, start_voicebot
 from voicebot.livekit_server import LiveKitServerPorts
 
 pytestmark = pytest.mark.integration
@@ -74,32 +74,19 @@ async def test_a_bad_environment_override_names_the_variable() -> None:
 
 def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
     """The shipped config.toml, moved onto free ports so the test never meets a running voicebot."""
-    return cli_env(
-        VOICEBOT_LIVEKIT_PORT=str(ports.http),
-        VOICEBOT_LIVEKIT_TCP_PORT=str(ports.tcp),
-        VOICEBOT_LIVEKIT_UDP_PORT=str(ports.udp),
-    )
+    return {
+        "VOICEBOT_LIVEKIT_PORT": str(ports.http),
+        "VOICEBOT_LIVEKIT_TCP_PORT": str(ports.tcp),
+        "VOICEBOT_LIVEKIT_UDP_PORT": str(ports.udp),
+    }
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[asyncio.subprocess.Process, int, LiveKitServerPorts]]:
     """`python -m voicebot serve` on free ports, with no LiveKit URL: it runs its own livekit-server."""
-    port, lk_ports = free_port(), free_livekit_ports()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voicebot",
-        "serve",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=serve_env(lk_ports),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    first_line = await asyncio.wait_for(process.stdout.readline(), 30)
-    assert f"http://127.0.0.1:{port}" in first_line.decode()
+    lk_ports = free_livekit_ports()
+    bot = await start_voicebot(**serve_env(lk_ports))
+    process, port = bot.process, bot.port
     yield process, port, lk_ports
     if process.returncode is None:
         process.kill()
@@ -171,7 +158,7 @@ async def test_sigterm_lets_live_sessions_leave_before_livekit_stops(
 
 @pytest.mark.sip
 async def test_serve_with_sip_on_runs_redis_and_livekit_sip_and_takes_a_phone_call(tmp_path: Path) -> None:
-    port, lk_ports = free_port(), free_livekit_ports()
+    lk_ports = free_livekit_ports()
     sip_port, health_port, redis_port = free_sip_port(), free_port(), free_port()
     rtp_start = 24000 + (os.getpid() % 100) * 50
     env = serve_env(lk_ports) | {
@@ -182,24 +169,11 @@ async def test_serve_with_sip_on_runs_redis_and_livekit_sip_and_takes_a_phone_ca
         "VOICEBOT_SIP_RTP_PORT_START": str(rtp_start),
         "VOICEBOT_SIP_RTP_PORT_END": str(rtp_start + 49),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voicebot",
-        "serve",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    bot = await start_voicebot(**env)
+    process, port = bot.process, bot.port
     sink = RtpSink()
     await sink.open()
     try:
-        assert process.stdout is not None
-        first_line = await asyncio.wait_for(process.stdout.readline(), 60)
-        assert f"http://127.0.0.1:{port}" in first_line.decode()
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{port}/api/livekit/health") as response,
