@@ -175,6 +175,7 @@ async def test_a_redis_restart_mid_conversation_loses_and_doubles_nothing(
 
     assert health["redis"]["reachable"] is False
     assert health["status"] == "degraded"
+    assert health["cluster"]["state"] == "redis"
     assert ready == 503
     assert refused == 503
     assert body["error"]["code"] == "state_unavailable"

@@ -31,6 +31,8 @@ async def test_health_reports_process_and_reachable_livekit(
     assert report["livekit"]["url"] == settings.livekit.url
     assert 0 < report["livekit"]["rtt_ms"] < 10_000
     assert report["redis"] == {"configured": False}
+    assert report["sip"] == {"enabled": False}
+    assert report["cluster"]["state"] == "memory"
     assert set(report["process"]["event_loop"]) == {"last_ms", "max_ms", "p99_ms", "samples", "blocked_count"}
     assert report["sessions"]["live"] == 0
     assert report["sessions"]["limit"] == settings.sessions.max_concurrent

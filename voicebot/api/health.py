@@ -14,7 +14,18 @@ from redis.exceptions import RedisError
 
 from voicebot import __version__
 from voicebot.api.errors import error_response
-from voicebot.api.keys import LIVEKIT, LOOP_MONITOR, REDIS, SETTINGS, SIP_HEALTH_URL, STARTED_AT, SUPERVISOR
+from voicebot.api.keys import (
+    CLUSTER,
+    LIVEKIT,
+    LOOP_MONITOR,
+    REDIS,
+    SETTINGS,
+    SIP_HEALTH_URL,
+    STARTED_AT,
+    STATE,
+    SUPERVISOR,
+)
+from voicebot.store.redis_store import RedisStore
 
 
 async def livekit_health(request: web.Request) -> web.Response:
@@ -46,8 +57,21 @@ async def livekit_health(request: web.Request) -> web.Response:
         "livekit": livekit,
         "sip": sip,
         "redis": redis,
+        "cluster": _cluster_report(request.app),
     }
     return web.json_response(report, status=200 if probe.reachable else 503)
+
+
+def _cluster_report(app: web.Application) -> dict[str, Any]:
+    store = app[STATE]
+    report: dict[str, Any] = {
+        "process_id": app[CLUSTER].process_id,
+        "state": "redis" if isinstance(store, RedisStore) else "memory",
+    }
+    if isinstance(store, RedisStore):
+        # Transcript lines and session updates waiting for Redis to come back.
+        report["pending_writes"] = store.pending_writes
+    return report
 
 
 async def _sip_report(app: web.Application) -> dict[str, Any]:
