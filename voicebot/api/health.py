@@ -25,6 +25,7 @@ from voicebot.api.keys import (
     STATE,
     SUPERVISOR,
 )
+from voicebot.errors import StateUnavailable
 from voicebot.store.redis_store import RedisStore
 
 
@@ -98,13 +99,15 @@ async def _sip_report(app: web.Application) -> dict[str, Any]:
 
 
 async def _redis_report(app: web.Application) -> dict[str, Any]:
-    client = app.get(REDIS)
-    if client is None:
+    store, client = app[STATE], app.get(REDIS)
+    if client is None and not isinstance(store, RedisStore):
         return {"configured": False}
     started = time.perf_counter()
     try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
+        # The state store's own connections are the ones that matter; pinging them also flushes what
+        # an outage left waiting.
+        await (store.ping() if isinstance(store, RedisStore) else client.ping())  # type: ignore[union-attr]
+    except (RedisError, OSError, StateUnavailable) as exc:
         return {"configured": True, "reachable": False, "error": str(exc) or type(exc).__name__}
     return {"configured": True, "reachable": True, "rtt_ms": round((time.perf_counter() - started) * 1000, 2)}
 

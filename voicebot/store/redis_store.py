@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from voicebot.errors import StateUnavailable
@@ -133,9 +134,15 @@ class RedisStore:
         self._flusher: asyncio.Task[None] | None = None
         self.connected_since: float | None = None
 
-    async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, action: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
         try:
-            result = await action()
+            try:
+                result = await action()
+            except RedisConnectionError:
+                # After Redis restarts, pooled connections fail once each; a fresh one may well work.
+                if not idempotent:
+                    raise
+                result = await action()
         except (RedisError, OSError) as exc:
             self.connected_since = None
             raise StateUnavailable(f"Redis at {self._safe_url()} did not answer: {exc}") from exc
@@ -171,13 +178,15 @@ class RedisStore:
     async def place(self, room_name: str, prefer: str, ttl_s: float) -> Placement | None:
         now_ms = int(time.time() * 1000)
         args: list[str | int] = [room_name, prefer, now_ms, int(ttl_s * 1000)]
-        owner, new = await self._call(lambda: self._place(args=args))
+        # Not retried: a second try after a lost reply would see the room as already placed.
+        owner, new = await self._call(lambda: self._place(args=args), idempotent=False)
         if not owner:
             return None
         return Placement(_text(owner), new=bool(new))
 
     async def adopt(self, room_name: str, process_id: str, ttl_s: float) -> bool:
-        return bool(await self._call(lambda: self._adopt(args=[room_name, process_id, int(ttl_s * 1000)])))
+        args: list[str | int] = [room_name, process_id, int(ttl_s * 1000)]
+        return bool(await self._call(lambda: self._adopt(args=args), idempotent=False))
 
     async def renew(self, room_name: str, process_id: str, ttl_s: float) -> bool:
         return bool(await self._call(lambda: self._renew(args=[room_name, process_id, int(ttl_s * 1000)])))
@@ -190,13 +199,15 @@ class RedisStore:
         return _text(owner) if owner else None
 
     async def push_job(self, process_id: str, job: dict[str, Any]) -> None:
-        await self._call(lambda: self._redis.rpush(f"{P}jobs:{process_id}", json.dumps(job)))
+        await self._call(
+            lambda: self._redis.rpush(f"{P}jobs:{process_id}", json.dumps(job)), idempotent=False
+        )
 
     async def pop_job(self, process_id: str, timeout_s: float) -> dict[str, Any] | None:
         async def pop() -> Any:
             return await self._jobs_redis.blpop([f"{P}jobs:{process_id}"], timeout=timeout_s)
 
-        popped = await self._call(pop)
+        popped = await self._call(pop, idempotent=False)
         return cast(dict[str, Any], json.loads(popped[1])) if popped else None
 
     async def save_room(self, room: RoomRecord) -> None:
