@@ -12,6 +12,7 @@ import pytest
 from tests.servers import API_KEY, API_SECRET, SharedState
 from tests.voice_client import VoiceClient, espeak
 from tests.voicebot_process import VoicebotProcess, start_voicebot
+from voicebot.store.redis_store import RedisStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -191,3 +192,33 @@ async def test_a_redis_restart_mid_conversation_loses_and_doubles_nothing(
         "We are open from nine in the morning until five in the evening, Monday to Friday.",
     ]
     assert len(texts) == len(set(texts))
+
+
+async def test_a_room_sent_to_a_process_that_dies_before_starting_it_is_taken_over(
+    voicebots: Start, shared_state: SharedState
+) -> None:
+    (a,) = await voicebots(1, max_concurrent=1)
+    status, _ = await create_room(a)
+    assert status == 200
+    # A process that announces room for five sessions and dies before it reads its job queue.
+    ghost = RedisStore(shared_state.redis.url)
+    await ghost.heartbeat("ghost", 5, 1.5)
+    status, room = await create_room(a)
+    await ghost.aclose()
+    assert status == 200
+    _, listed = await a.request("GET", "/api/sessions")
+    (sent,) = [s for s in listed["sessions"] if s["room_name"] == room["room_name"]]
+    assert (sent["process_id"], sent["state"]) == ("ghost", "starting")
+    person = VoiceClient(room["livekit_url"], room["access_token"])
+    await person.connect()
+    try:
+        (c,) = await voicebots(1, max_concurrent=2)
+
+        await person.wait_for(lambda: bool(person.agents()), 30, "a live process to take the room over")
+        await person.wait_for_greeting()
+    finally:
+        await person.close()
+    _, listed = await c.request("GET", "/api/sessions")
+    runs = {s["room_name"]: s["process_id"] for s in listed["sessions"]}
+    _, c_health = await c.request("GET", "/api/livekit/health")
+    assert runs.get(room["room_name"]) == c_health["cluster"]["process_id"]

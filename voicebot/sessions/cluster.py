@@ -110,14 +110,13 @@ class Cluster:
             "owns_room": owns_room,
             "phone_call": phone_call,
         }
+        # Recorded before the job is sent: should that process die before it runs the job, the room is
+        # an orphan like any other and another process takes it over.
+        starting = {**job, "process_id": placement.process_id, "state": "starting", "started_at": time.time()}
+        await self._store.save_session(starting)
         await self._store.push_job(placement.process_id, job)
         log.info("agent_sent_to_process", room=room_name, agent=agent.id, process=placement.process_id)
-        return {
-            "room_name": room_name,
-            "agent_id": agent.id,
-            "process_id": placement.process_id,
-            "state": "starting",
-        }
+        return starting
 
     async def session_of(self, room_name: str, process_id: str, within_s: float = 10) -> dict[str, Any]:
         """The room's live session once whichever process runs it has recorded it."""
@@ -210,6 +209,13 @@ class Cluster:
         except Exception as exc:
             log.error("job_failed", job=job, error=str(exc))
             await self.release(room_name, self.process_id)
+            now = time.time()
+            failed = {**job, "process_id": self.process_id, "state": "ended", "end_reason": "failed"}
+            with suppress(StateUnavailable):
+                await self._store.end_session(
+                    {**failed, "error": str(exc), "started_at": now, "ended_at": now},
+                    self._settings.sessions.transcript_retention_s,
+                )
 
     async def _orphans(self) -> None:
         while True:
