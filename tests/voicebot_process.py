@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class VoicebotProcess:
 
     process: asyncio.subprocess.Process
     port: int
+    log_path: Path
 
     @property
     def base(self) -> str:
@@ -53,11 +55,14 @@ class VoicebotProcess:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        await asyncio.to_thread(self.log_path.unlink, missing_ok=True)
 
 
 async def start_voicebot(**env: str) -> VoicebotProcess:
     """Start `serve` on a free port with these VOICEBOT_/LIVEKIT_ variables and wait until it listens."""
     port = free_port()
+    # Its log goes to a file: an unread pipe would stall it, and a failed start should say why.
+    log_fd, log_name = tempfile.mkstemp(prefix="voicebot-serve-", suffix=".log")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -68,9 +73,14 @@ async def start_voicebot(**env: str) -> VoicebotProcess:
         cwd=ROOT,
         env=cli_env(**env),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log_fd,
     )
+    os.close(log_fd)
     assert process.stdout is not None
     first_line = await asyncio.wait_for(process.stdout.readline(), 60)
-    assert f"http://127.0.0.1:{port}" in first_line.decode(), first_line
-    return VoicebotProcess(process, port)
+    if f"http://127.0.0.1:{port}" not in first_line.decode():
+        await process.wait()
+        log_text = await asyncio.to_thread(Path(log_name).read_text, errors="replace")
+        tail = log_text[-3000:]
+        raise AssertionError(f"voicebot serve did not start (exit {process.returncode}):\n{tail}")
+    return VoicebotProcess(process, port, Path(log_name))

@@ -137,7 +137,9 @@ async def test_sessions_are_listed_while_live_and_readable_after_they_end(store:
     assert ended["state"] == "ended"
 
 
-async def test_transcripts_keep_order_and_expire_after_retention(store: StateStore) -> None:
+async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_retention(
+    store: StateStore,
+) -> None:
     lines = [TranscriptLine("agent", "hello", 1.0), TranscriptLine("user", "hi", 2.0, {"e2e_latency": 0.5})]
     for line in lines:
         await store.append("room-1", line)
@@ -145,8 +147,10 @@ async def test_transcripts_keep_order_and_expire_after_retention(store: StateSto
     assert await store.lines("room-1") == lines
     assert await store.lines("room-2") is None
     await store.close("room-1", 1)
+    await store.end_session({**session("room-1"), "state": "ended"}, 1)
     await asyncio.sleep(1.3)
     assert await store.lines("room-1") is None
+    assert await store.session("room-1") is None
 
 
 async def test_rooms_created_and_webhook_events_are_remembered(store: StateStore) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,6 @@ class SessionSupervisor:
         self.process_id = process_id
         self._slots: dict[str, Slot] = {}
         self._live: dict[str, tuple[RoomSession, asyncio.Task[SessionInfo]]] = {}
-        self._ended: dict[str, SessionInfo] = {}
         self.counters: Counter[str] = Counter()
         self._closing = False
 
@@ -70,10 +68,6 @@ class SessionSupervisor:
     def live(self) -> list[SessionInfo]:
         """Every live session, oldest first."""
         return sorted((session.info for session, _ in self._live.values()), key=lambda info: info.started_at)
-
-    def ended(self, room_name: str) -> SessionInfo | None:
-        """The last ended session of a room, while this process remembers it."""
-        return self._ended.get(room_name)
 
     def claim(self, room_name: str) -> tuple[Slot, bool]:
         """The room's slot and whether it is new; a new one counts against the limit (SessionLimitReached).
@@ -145,7 +139,6 @@ class SessionSupervisor:
         if self._live.get(room_name, (None,))[0] is session:
             del self._live[room_name]
         self.release(slot)
-        self._remember_ended(session.info)
         if task.cancelled():
             self.counters["cancelled"] += 1
         elif task.exception() is not None:
@@ -156,13 +149,6 @@ class SessionSupervisor:
             self.counters["failed"] += 1
         else:
             self.counters["ended"] += 1
-
-    def _remember_ended(self, info: SessionInfo) -> None:
-        # Kept as long as the transcript is: a process that runs for months must not keep every call.
-        horizon = time.time() - self._settings.transcript_retention_s
-        for room_name in [room for room, old in self._ended.items() if (old.ended_at or 0) < horizon]:
-            del self._ended[room_name]
-        self._ended[info.room_name] = info
 
     async def stop(self, room_name: str, reason: EndReason = "stopped") -> SessionInfo | None:
         """Stop the session in a room and wait until its agent has left; None if there is none."""

@@ -1,14 +1,11 @@
-"""The supervisor's bookkeeping: exact slots, and ended sessions forgotten with their transcripts."""
+"""The supervisor's bookkeeping: exact slots, and what waiters learn when a slot is given back."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from voicebot.config import SessionSettings
 from voicebot.errors import SessionLimitReached
-from voicebot.sessions.session import SessionInfo
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.store.state import InMemoryStore
 
@@ -46,15 +43,3 @@ async def test_a_released_slot_tells_waiters_why_it_never_started() -> None:
 
     with pytest.raises(LookupError, match="no such room"):
         await slot.session
-
-
-def test_ended_sessions_are_forgotten_after_the_retention_period() -> None:
-    sup = supervisor(retention_s=60)
-    old = SessionInfo("SS_1", "room-old", "a", "agent-a-1", started_at=0, ended_at=time.time() - 120)
-    recent = SessionInfo("SS_2", "room-new", "a", "agent-a-2", started_at=0, ended_at=time.time())
-
-    sup._remember_ended(old)
-    sup._remember_ended(recent)
-
-    assert sup.ended("room-old") is None
-    assert sup.ended("room-new") is recent
