@@ -224,6 +224,8 @@ class Call {
           this.playAgentAudio(track, p);
         }
       })
+      // The signalling link alone may drop first (SignalReconnecting); either way the person waits.
+      .on(E.SignalReconnecting, () => showStatus("warning", "The connection was lost. Reconnecting…"))
       .on(E.Reconnecting, () => showStatus("warning", "The connection was lost. Reconnecting…"))
       .on(E.Reconnected, () => showStatus("ok", "Reconnected."))
       .on(E.AudioPlaybackStatusChanged, () => {
@@ -429,6 +431,7 @@ el.disconnect.addEventListener("click", () => {
 if (!LK) {
   showStatus("error", "The LiveKit client library is missing: run `make run` to fetch it.");
 } else {
-  LK.setLogLevel("warn");
+  // The page says what went wrong in words; the SDK's own logs are for debugging: add ?debug to the URL.
+  LK.setLogLevel(new URLSearchParams(location.search).has("debug") ? "debug" : "silent");
   loadAgents();
 }

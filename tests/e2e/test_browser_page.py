@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +17,23 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, ViewportSize, expect
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import changed, eventually
+from tests.conftest import changed, eventually, make_settings
 from tests.e2e.conftest import chromium_args, chromium_path
+from tests.servers import API_KEY, API_SECRET, free_livekit_ports
 from voicebot.api.keys import LIVEKIT, SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
+from voicebot.livekit_server import EmbeddedLiveKitServer, find_binary
 from voicebot.sessions.supervisor import SessionSupervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 # Milliseconds: a turn runs through STT, the rules and espeak on two cores.
 TURN_MS = 45_000
+
+
+CHROMIUM_NETWORK_NOTES = ("Failed to load resource:", "WebSocket connection to")
 
 
 @dataclass
@@ -46,8 +53,8 @@ def watch(page: Page) -> Traffic:
     page.on("websocket", lambda socket: traffic.urls.append(socket.url))
 
     def on_console(message: ConsoleMessage) -> None:
-        # Chromium itself notes every non-2xx answer; the page's own errors are what count.
-        if message.type == "error" and not message.text.startswith("Failed to load resource:"):
+        # Chromium itself notes every failed request or socket; the page's own errors are what count.
+        if message.type == "error" and not message.text.startswith(CHROMIUM_NETWORK_NOTES):
             traffic.console_errors.append(message.text)
 
     page.on("console", on_console)
@@ -218,3 +225,29 @@ async def test_on_a_phone_screen_the_page_fits_and_works_by_keyboard_alone(
         await wait_for_no_sessions(server.app[SUPERVISOR])
     finally:
         await context.close()
+
+
+async def test_losing_livekit_mid_call_is_shown_as_reconnecting_then_as_a_dropped_call(
+    aiohttp_server: AiohttpServer, page: Page
+) -> None:
+    # A LiveKit of this test's own, since it is taken away in the middle of the call.
+    livekit = EmbeddedLiveKitServer(find_binary(), free_livekit_ports(), API_KEY, API_SECRET)
+    await livekit.start()
+    try:
+        server = await aiohttp_server(create_app(make_settings(livekit.url)))
+        traffic = watch(page)
+        await open_page(page, server)
+        await page.click("#connect")
+        await expect(page.locator("#status")).to_contain_text("Connected to", timeout=15_000)
+
+        # As if the server's machine vanished: no goodbye to anyone.
+        assert livekit.pid is not None
+        os.kill(livekit.pid, signal.SIGKILL)
+
+        await expect(page.locator("#status")).to_contain_text("Reconnecting", timeout=15_000)
+        assert await page.locator("#status").get_attribute("data-kind") == "warning"
+        await expect(page.locator("#status")).to_contain_text("cut off", timeout=60_000)
+        await expect(page.locator("#connect")).to_be_enabled()
+        assert traffic.console_errors == []
+    finally:
+        await livekit.stop()
