@@ -117,7 +117,8 @@ async def _start_services(
         )
         await sip_server.start()
         stack.push_async_callback(sip_server.stop)
-    if redis_url:
+    if redis_url and not settings.redis.url:
+        # Only the Redis that LiveKit and livekit-sip share; a state store in Redis is checked through itself.
         redis_client = Redis.from_url(redis_url, socket_timeout=lk.request_timeout_s)
         stack.push_async_callback(redis_client.aclose)
         app[REDIS] = redis_client

@@ -226,10 +226,6 @@ class SipSettings:
     inbound: tuple[InboundRoute, ...] = ()
     outbound: tuple[OutboundTrunk, ...] = ()
 
-    def outbound_trunk(self, name: str) -> OutboundTrunk | None:
-        """The outbound trunk with this name, if one is configured."""
-        return next((trunk for trunk in self.outbound if trunk.name == name), None)
-
 
 @dataclass(frozen=True)
 class Settings:

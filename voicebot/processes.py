@@ -105,11 +105,6 @@ class ChildProcess:
         """The child's process id while it runs."""
         return self._process.pid if self._process and self._process.returncode is None else None
 
-    @property
-    def returncode(self) -> int | None:
-        """The exit code once it has exited."""
-        return self._process.returncode if self._process else None
-
     async def start(self, ready: ReadyCheck, timeout_s: float) -> None:
         """Start the program and wait until `ready()` holds; stops it again and raises if it never does."""
         with self.log_path.open("wb") as log_file:

@@ -24,7 +24,7 @@ LOOP_MONITOR = web.AppKey("loop_monitor", LoopMonitor)
 SIP = web.AppKey("sip", SipProvisioner)
 SIP_HEALTH_URL = web.AppKey("sip_health_url", str)
 WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
-# Present only when a Redis URL is configured (or the embedded one runs for SIP).
+# Present only for the embedded Redis that LiveKit and livekit-sip share, when state is not in Redis.
 REDIS = web.AppKey("redis", Redis)
 STATE = web.AppKey("state", StateStore)
 CLUSTER = web.AppKey("cluster", Cluster)

@@ -52,12 +52,6 @@ class Cluster:
         self._beat_s = settings.redis.heartbeat_s
         self._tasks: list[asyncio.Task[None]] = []
         self._state_ok_since: float | None = None
-        self.takeovers: list[dict[str, Any]] = []
-
-    @property
-    def state_ok(self) -> bool:
-        """Whether the last heartbeat reached the shared state."""
-        return self._state_ok_since is not None
 
     async def start(self) -> None:
         """Announce this process and start its background work."""
@@ -269,9 +263,6 @@ class Cluster:
         except Exception:
             await self._store.release(room_name, self.process_id)
             raise
-        self.takeovers.append(
-            {"room_name": room_name, "from": record.get("process_id"), "lines": len(history)}
-        )
         bound.info(
             "session_taken_over",
             session=info["session_id"],

@@ -251,6 +251,9 @@ class RoomSession:
             self._ending.set("participants_left")
 
     def _on_agent_state(self, event: AgentStateChangedEvent) -> None:
+        if self.info.state == "ended":
+            # Closing the AgentSession may still report a state; the record must keep saying "ended".
+            return
         self.info.state = event.new_state
         self._spawn(self._state.save_session(self.info.as_json()))
         self._log.debug("agent_state_changed", state=event.new_state)

@@ -132,7 +132,6 @@ class RedisStore:
         self._outbox: deque[tuple[str, Any]] = deque()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        self.connected_since: float | None = None
 
     async def _call(self, action: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
         try:
@@ -144,10 +143,7 @@ class RedisStore:
                     raise
                 result = await action()
         except (RedisError, OSError) as exc:
-            self.connected_since = None
             raise StateUnavailable(f"Redis at {self._safe_url()} did not answer: {exc}") from exc
-        if self.connected_since is None:
-            self.connected_since = time.monotonic()
         return result
 
     def _safe_url(self) -> str:
