@@ -6,6 +6,10 @@ VENV := .venv
 CACHE := .cache
 BIN := $(CACHE)/bin
 PY := $(VENV)/bin/python
+# Every Python package, pinned with its hashes; `make lock` refreshes it from pyproject.toml's ranges.
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
 
 LIVEKIT_SERVER_VERSION := v1.13.5
 LIVEKIT_SERVER := $(BIN)/livekit-server
@@ -34,7 +38,7 @@ TEST_APT_PACKAGES := sox chromium redis-server sip-tester
 # `make run` also starts livekit-sip and Redis when config.toml (or VOICEBOT_SIP_ENABLED) turns SIP on.
 SIP_ENABLED := $(shell $(PYTHON) -c "import os, tomllib; on = tomllib.load(open('config.toml', 'rb')).get('sip', {}).get('enabled', False); print(os.environ.get('VOICEBOT_SIP_ENABLED', str(on)).lower() in ('1', 'true', 'yes'))")
 
-.PHONY: run test bench check lint typecheck install system-packages test-system-packages apt-install livekit-server livekit-sip sip vendor clean
+.PHONY: run test bench check lint typecheck install lock system-packages test-system-packages apt-install livekit-server livekit-sip sip vendor clean
 
 run: install system-packages livekit-server vendor $(if $(filter True,$(SIP_ENABLED)),sip)
 	$(PY) -m voicebot serve
@@ -60,11 +64,20 @@ typecheck: install
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The lock decides every version; voicebot itself goes in on top without touching them.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install -qq --no-deps -e .
 	touch $@
+
+# Resolves pyproject.toml's ranges anew (newest versions allowed) for CPython 3.11 on Linux.
+lock:
+	$(PYTHON) -m venv $(CACHE)/lock-venv
+	$(CACHE)/lock-venv/bin/pip install --quiet pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	$(CACHE)/lock-venv/bin/pip-compile --quiet --upgrade --extra dev --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-find-links --output-file $(LOCK) pyproject.toml
 
 # Installs only what is missing; as root directly (CI), otherwise through sudo.
 system-packages:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -30,6 +32,9 @@ from voicebot.livekit_server import EmbeddedLiveKitServer
 __all__ = ["livekit_server", "redis_server", "shared_state", "sip_stack"]
 
 SettingsFactory = Callable[..., Settings]
+
+# How long a test's own tasks and child processes get to finish after it returns, before they count as leaked.
+LEAK_GRACE_S = 5.0
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests talk to the agents users get: the ones defined in the shipped config.toml.
@@ -84,3 +89,68 @@ async def eventually(condition: Callable[[], bool], within_s: float, what: str) 
         while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
             await asyncio.sleep(0.05)
     assert condition(), what
+
+
+def _running_children() -> dict[int, psutil.Process]:
+    """This process's live descendants (zombies are reaped by their owners), by pid."""
+    children = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                children[child.pid] = child
+        except psutil.NoSuchProcess:
+            continue
+    return children
+
+
+def _started_by_us(child: psutil.Process, older: set[int]) -> bool:
+    """Whether a child came from this process or a new child of it, not from one that was already there
+    (chromium, started once per run, starts helper processes of its own whenever it likes)."""
+    try:
+        return not any(parent.pid in older for parent in child.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(child: psutil.Process) -> str:
+    try:
+        return " ".join(child.cmdline()[:3]) or child.name()
+    except psutil.NoSuchProcess:
+        return "(gone)"
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks_or_processes() -> AsyncIterator[None]:
+    """Fails a test that leaves asyncio tasks or child processes running after its fixtures are gone.
+
+    Session- and module-scoped fixtures are set up before this one and torn down after it, so what
+    they own (the real servers, the browser) is never counted.
+    """
+    tasks_before = asyncio.all_tasks()
+    children_before = set(_running_children())
+    yield
+    this_task = asyncio.current_task()
+
+    def leaked_tasks() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() - tasks_before if t is not this_task and not t.done()]
+
+    def leaked_children() -> dict[int, psutil.Process]:
+        return {
+            pid: child
+            for pid, child in _running_children().items()
+            if pid not in children_before and _started_by_us(child, children_before)
+        }
+
+    deadline = asyncio.get_running_loop().time() + LEAK_GRACE_S
+    # Nothing announces a task's or a child's end to a bystander, so the state itself is polled.
+    while (leaked_tasks() or leaked_children()) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    tasks, children = leaked_tasks(), leaked_children()
+    for task in tasks:
+        task.cancel()
+    for child in children.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    assert not tasks, f"the test left {len(tasks)} task(s) running: {[t.get_coro() for t in tasks]}"
+    left = {pid: _describe(child) for pid, child in children.items()}
+    assert not children, f"the test left child processes running: {left}"

@@ -194,10 +194,14 @@ class VoiceClient:
             self._tasks.add(task)
 
     async def _record(self, stream: rtc.AudioStream) -> None:
-        async for event in stream:
-            samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
-            self.agent_audio.append((time.monotonic(), samples))
-            self._changed.set()
+        try:
+            async for event in stream:
+                samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
+                self.agent_audio.append((time.monotonic(), samples))
+                self._changed.set()
+        finally:
+            # The stream's own reader task ends only when the stream is closed; left open, it outlives us.
+            await stream.aclose()
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if STATE_ATTRIBUTE in changed and participant.identity.startswith(AGENT_IDENTITY_PREFIX):

@@ -1,14 +1,26 @@
-"""Failures a caller can act on; the HTTP layer maps each to a status and an error code."""
+"""Failures a caller can act on, each carrying the HTTP status and stable error code it is reported with."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class VoicebotError(Exception):
-    """Base of every failure voicebot reports to a caller."""
+    """Base of every failure voicebot reports to a caller.
+
+    `status` and `code` are what the API answers with; `retry_later` adds the configured Retry-After
+    (`sessions.retry_after_s`), for failures that pass by themselves.
+    """
+
+    status: int = 500
+    code: str = "internal_error"
+    retry_later: ClassVar[bool] = False
 
 
 class UnknownAgent(VoicebotError):
     """No agent with that id is defined."""
+
+    status, code = 404, "unknown_agent"
 
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"no agent with id {agent_id!r} is defined; GET /api/agents lists them")
@@ -18,6 +30,8 @@ class UnknownAgent(VoicebotError):
 class LiveKitUnavailable(VoicebotError):
     """The LiveKit server did not answer, or answered with a server error."""
 
+    status, code, retry_later = 503, "livekit_unavailable", True
+
     def __init__(self, action: str, reason: str) -> None:
         super().__init__(f"the LiveKit server could not {action}: {reason}")
         self.action = action
@@ -26,13 +40,16 @@ class LiveKitUnavailable(VoicebotError):
 class SessionLimitReached(VoicebotError):
     """This process already runs as many agent sessions as it may."""
 
-    def __init__(self, limit: int, retry_after_s: int) -> None:
+    status, code, retry_later = 503, "at_capacity", True
+
+    def __init__(self, limit: int) -> None:
         super().__init__(f"all {limit} agent sessions are in use; try again in a few seconds")
-        self.retry_after_s = retry_after_s
 
 
 class RoomNotFound(VoicebotError):
     """The LiveKit server has no room with that name."""
+
+    status, code = 404, "room_not_found"
 
     def __init__(self, room_name: str) -> None:
         super().__init__(f"the LiveKit server has no room named {room_name!r}")
@@ -41,9 +58,13 @@ class RoomNotFound(VoicebotError):
 class StateUnavailable(VoicebotError):
     """The shared state (Redis) cannot be written now; nothing new may start until it can."""
 
+    status, code, retry_later = 503, "state_unavailable", True
+
 
 class SessionNotFound(VoicebotError):
     """No agent session is running in that room, and no transcript of one is kept."""
+
+    status, code = 404, "session_not_found"
 
     def __init__(self, room_name: str) -> None:
         super().__init__(f"no agent session for room {room_name!r}")
@@ -51,6 +72,8 @@ class SessionNotFound(VoicebotError):
 
 class UnknownTrunk(VoicebotError):
     """No outbound SIP trunk with that name is configured."""
+
+    status, code = 404, "unknown_trunk"
 
     def __init__(self, name: str, known: list[str]) -> None:
         configured = ", ".join(known) if known else "none is configured in [[sip.outbound]]"
@@ -64,6 +87,8 @@ class DialFailed(VoicebotError):
         self.to = to
         self.sip_status_code = sip_status_code
         self.code = _DIAL_CODES.get(sip_status_code or 0, "call_failed")
+        # The far end refused or never answered: a gateway's failure, 504 when it timed out.
+        self.status = 504 if self.code == "no_answer" else 502
         status = f" (SIP {sip_status_code} {reason})" if sip_status_code else f": {reason}"
         super().__init__(f"the call to {to} was not answered{status}")
 

@@ -108,13 +108,15 @@ async def test_unknown_endpoint_gets_json_404(client: Client) -> None:
     await expect_error(response, 404, "not_found")
 
 
-async def test_livekit_unreachable_gets_503_with_retry_after(
+async def test_livekit_unreachable_gets_503_with_the_configured_retry_after(
     aiohttp_client: AiohttpClient, unreachable_settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(unreachable_settings))
+    """Regression: Retry-After was a hard-coded 5 whatever sessions.retry_after_s said."""
+    settings = changed(unreachable_settings, "sessions", retry_after_s=17)
+    client = await aiohttp_client(create_app(settings))
 
     response = await client.post(CREATE_ROOM, json={"agent_id": "agent-123"})
 
     body = await expect_error(response, 503, "livekit_unavailable")
     assert "cannot connect" in body["error"]["message"]
-    assert int(response.headers["Retry-After"]) > 0
+    assert response.headers["Retry-After"] == "17"

@@ -8,17 +8,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from voicebot.errors import (
-    DialFailed,
-    LiveKitUnavailable,
-    RoomNotFound,
-    SessionLimitReached,
-    SessionNotFound,
-    StateUnavailable,
-    UnknownAgent,
-    UnknownTrunk,
-    VoicebotError,
-)
+from voicebot.api.keys import SETTINGS
+from voicebot.errors import VoicebotError
 
 log = structlog.get_logger(__name__)
 
@@ -43,27 +34,6 @@ def error_response(
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
-def _from_domain(exc: VoicebotError) -> ApiError:
-    if isinstance(exc, UnknownAgent):
-        return ApiError(404, "unknown_agent", str(exc))
-    if isinstance(exc, RoomNotFound):
-        return ApiError(404, "room_not_found", str(exc))
-    if isinstance(exc, SessionNotFound):
-        return ApiError(404, "session_not_found", str(exc))
-    if isinstance(exc, SessionLimitReached):
-        return ApiError(503, "at_capacity", str(exc), {"Retry-After": str(exc.retry_after_s)})
-    if isinstance(exc, UnknownTrunk):
-        return ApiError(404, "unknown_trunk", str(exc))
-    if isinstance(exc, DialFailed):
-        # The far end refused or never answered: a gateway's failure, 504 when it timed out.
-        return ApiError(504 if exc.code == "no_answer" else 502, exc.code, str(exc))
-    if isinstance(exc, StateUnavailable):
-        return ApiError(503, "state_unavailable", str(exc), {"Retry-After": "5"})
-    if isinstance(exc, LiveKitUnavailable):
-        return ApiError(503, "livekit_unavailable", str(exc), {"Retry-After": "5"})
-    return ApiError(500, "internal_error", "the server failed to handle this request")
-
-
 _HTTP_CODES = {
     404: ("not_found", "no such endpoint"),
     405: ("method_not_allowed", "this endpoint does not accept that method"),
@@ -79,9 +49,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except VoicebotError as exc:
-        api_error = _from_domain(exc)
-        log.warning("request_failed", code=api_error.code, reason=str(exc))
-        return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
+        log.warning("request_failed", code=exc.code, reason=str(exc))
+        retry_after_s = request.app[SETTINGS].sessions.retry_after_s
+        headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
+        return error_response(exc.status, exc.code, str(exc), headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -77,7 +77,7 @@ class Cluster:
         placement = await self._store.place(room_name, self.process_id, self._lease_ttl_s)
         if placement is None:
             sessions = self._settings.sessions
-            raise SessionLimitReached(sessions.max_concurrent, sessions.retry_after_s)
+            raise SessionLimitReached(sessions.max_concurrent)
         return placement
 
     async def release(self, room_name: str, process_id: str) -> None:

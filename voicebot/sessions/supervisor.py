@@ -79,7 +79,7 @@ class SessionSupervisor:
             return existing, False
         if self._closing or len(self._slots) >= self._settings.max_concurrent:
             self.counters["refused"] += 1
-            raise SessionLimitReached(self._settings.max_concurrent, self._settings.retry_after_s)
+            raise SessionLimitReached(self._settings.max_concurrent)
         slot = Slot(room_name)
         self._slots[room_name] = slot
         return slot, True
