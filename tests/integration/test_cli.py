@@ -17,7 +17,7 @@ from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, fr
 from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
 from tests.voice_client import VoiceClient
 from tests.voicebot_process import ROOT, cli_env, start_voicebot
-from voicebot.livekit_server import LiveKitServerPorts
+from voicebot.embedded.livekit_server import LiveKitServerPorts
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# voicebot/embedded/runner.py: the project is three levels up.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_BIN = PROJECT_ROOT / ".cache" / "bin"
 LOOPBACK = "127.0.0.1"
 
@@ -25,8 +26,12 @@ StopSteps = Sequence[tuple[signal.Signals, float]]
 log = structlog.get_logger(__name__)
 
 
-class ChildProcessError(Exception):
-    """A child program could not be found or did not start."""
+class EmbeddedProgramError(Exception):
+    """A child program could not be found or did not start; the message says what to do."""
+
+    def __init__(self, program: str, message: str) -> None:
+        super().__init__(message)
+        self.program = program
 
 
 def find_program(name: str, configured: str = "", *, hint: str) -> Path:
@@ -34,7 +39,7 @@ def find_program(name: str, configured: str = "", *, hint: str) -> Path:
     if configured:
         path = Path(configured)
         if not path.is_file():
-            raise ChildProcessError(f"{configured!r} (configured for {name}) is not a file")
+            raise EmbeddedProgramError(name, f"{configured!r} (configured for {name}) is not a file")
         return path
     on_path = shutil.which(name)
     if on_path:
@@ -42,7 +47,7 @@ def find_program(name: str, configured: str = "", *, hint: str) -> Path:
     cached = CACHE_BIN / name
     if cached.is_file():
         return cached
-    raise ChildProcessError(f"{name} not found on PATH or at {cached}; {hint}")
+    raise EmbeddedProgramError(name, f"{name} not found on PATH or at {cached}; {hint}")
 
 
 def ports_in_use(ports: Sequence[tuple[str, int]]) -> list[str]:
@@ -57,6 +62,16 @@ def ports_in_use(ports: Sequence[tuple[str, int]]) -> list[str]:
             except OSError:
                 busy.append(f"{kind} {port}")
     return busy
+
+
+def refuse_busy(ports: Sequence[tuple[str, int]], program: str, advice: str) -> None:
+    """Raise unless every port can be bound, so a readiness check is never answered by another program."""
+    busy = ports_in_use(ports)
+    if busy:
+        raise EmbeddedProgramError(
+            program,
+            f"port {', '.join(busy)} on {LOOPBACK} is already in use, so {program} cannot start; {advice}",
+        )
 
 
 def http_ok(url: str, body: str | None = None) -> ReadyCheck:
@@ -126,14 +141,16 @@ class ChildProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.returncode is not None:
-                raise ChildProcessError(
-                    f"{self.name} exited with code {self._process.returncode}: {self.log_tail()}"
+                raise EmbeddedProgramError(
+                    self.name, f"{self.name} exited with code {self._process.returncode}: {self.log_tail()}"
                 )
             if await ready():
                 log.info("process_ready", program=self.name, pid=self._process.pid)
                 return
             await asyncio.sleep(0.05)
-        raise ChildProcessError(f"{self.name} was not ready within {timeout_s:g}s: {self.log_tail()}")
+        raise EmbeddedProgramError(
+            self.name, f"{self.name} was not ready within {timeout_s:g}s: {self.log_tail()}"
+        )
 
     async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
         """Send each step's signal and wait its time for the exit; SIGKILL if it outlives them all."""
