@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,25 @@ import aiohttp
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
+    """Poll `check()` until it holds; fail naming `what` was awaited if it does not within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within_s:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    # The state follows the command name in parentheses, which may itself hold spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import signal
 import socket
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import structlog
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_BIN = PROJECT_ROOT / ".cache" / "bin"
 LOOPBACK = "127.0.0.1"
+SETPRIV = shutil.which("setpriv")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 # (signal, seconds to wait for the exit after sending it); SIGKILL follows the last step.
 StopSteps = Sequence[tuple[signal.Signals, float]]
+_TempDir = tempfile.TemporaryDirectory[str]
 
 log = structlog.get_logger(__name__)
 
@@ -106,8 +111,27 @@ def tcp_open(port: int) -> ReadyCheck:
     return check
 
 
+def orphan_proof(argv: Sequence[str]) -> list[str]:
+    """`argv` wrapped so the kernel SIGKILLs the program when voicebot dies, even of SIGKILL.
+
+    PR_SET_PDEATHSIG is set by util-linux's `setpriv` between fork and exec rather than by a
+    `preexec_fn`: Python code in a forked child of a threaded process (livekit's FFI threads, the
+    speech-model executor) can deadlock, and `preexec_fn` rules out the fast spawn path. Had voicebot
+    died before setpriv ran, the child would already belong to init and never get the signal, so a
+    shell checks that its parent is still this process before it execs the program.
+    """
+    if SETPRIV is None:
+        return list(argv)
+    check = f'[ "$PPID" = {os.getpid()} ] || exit 1; exec "$@"'
+    return [SETPRIV, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh", *argv]
+
+
 class ChildProcess:
-    """One program started with its output in a log file, waited for until ready, and stopped again."""
+    """One program started with its output in a log file, waited for until ready, and stopped again.
+
+    The program runs in a process group of its own, so a Ctrl-C at the terminal reaches only voicebot,
+    which then decides the order things stop in; and it dies with voicebot (see `orphan_proof`).
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
@@ -120,14 +144,33 @@ class ChildProcess:
         """The child's process id while it runs."""
         return self._process.pid if self._process and self._process.returncode is None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the program exited, once it has."""
+        return self._process.returncode if self._process else None
+
+    async def wait(self) -> int:
+        """Wait until the program exits, however that happens; its exit code."""
+        assert self._process is not None, "wait() before start()"
+        return await self._process.wait()
+
+    def kill_group(self) -> None:
+        """SIGKILL the program's process group at once, without waiting; for a program nobody stopped."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
     async def start(self, ready: ReadyCheck, timeout_s: float) -> None:
         """Start the program and wait until `ready()` holds; stops it again and raises if it never does."""
+        # The parent-death signal fires when the *thread* that forked the child ends; asyncio forks from
+        # the thread running the loop, which for `serve` (web.run_app) and the tests is the main thread.
         with self.log_path.open("wb") as log_file:
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *orphan_proof(self.argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
+                process_group=0,
             )
         log.info("process_started", program=self.name, pid=self._process.pid)
         try:
@@ -178,13 +221,18 @@ class ChildProcess:
 
 
 class EmbeddedProgram:
-    """A child program in a working directory of its own: temporary unless one is given, removed on stop."""
+    """A child program in a working directory of its own: temporary unless one is given, removed on stop.
+
+    One that is dropped without stop() is killed and its directory (configs with secrets) removed by
+    a finalizer, which logs `embedded_program_leaked` so the missing stop() is noticed.
+    """
 
     def __init__(self, name: str, workdir: Path | None = None) -> None:
         self.name = name
         self._workdir = workdir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._child: ChildProcess | None = None
+        self._finalizer: weakref.finalize[[ChildProcess, _TempDir | None], EmbeddedProgram] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -196,6 +244,16 @@ class EmbeddedProgram:
         """Where the program's output goes."""
         return self._child.log_path if self._child else None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the program exited, once it has."""
+        return self._child.returncode if self._child else None
+
+    async def wait(self) -> int:
+        """Wait until the program exits, through stop() or not; its exit code."""
+        assert self._child is not None, "wait() before launch()"
+        return await self._child.wait()
+
     async def launch(
         self, argv: Callable[[Path], Sequence[str]], ready: ReadyCheck, timeout_s: float
     ) -> None:
@@ -206,6 +264,9 @@ class EmbeddedProgram:
             self._tempdir = tempfile.TemporaryDirectory(prefix=f"voicebot-{self.name}-")
             workdir = Path(self._tempdir.name)
         self._child = ChildProcess(self.name, argv(workdir), workdir / f"{self.name}.log")
+        # Made after the TemporaryDirectory, so at interpreter exit this runs before its own finalizer
+        # (newest first) and cleans up without the "Implicitly cleaning up" ResourceWarning.
+        self._finalizer = weakref.finalize(self, _reap_leaked, self._child, self._tempdir)
         try:
             await self._child.start(ready, timeout_s)
         except BaseException:
@@ -215,6 +276,9 @@ class EmbeddedProgram:
     async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
         """Stop the program (see ChildProcess.stop) and remove a temporary working directory."""
         returncode = await self._child.stop(steps) if self._child is not None else None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
@@ -223,3 +287,11 @@ class EmbeddedProgram:
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the program logged, for error messages."""
         return self._child.log_tail(lines) if self._child else "(no log)"
+
+
+def _reap_leaked(child: ChildProcess, tempdir: tempfile.TemporaryDirectory[str] | None) -> None:
+    """What EmbeddedProgram.stop() would have done, for one dropped without it."""
+    log.warning("embedded_program_leaked", program=child.name, pid=child.pid)
+    child.kill_group()
+    if tempdir is not None:
+        tempdir.cleanup()
