@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from tests.servers import free_port
+from voicebot.embedded.livekit_server import LiveKitServerPorts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +48,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
 
 
+def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
+    """The shipped config.toml (no LiveKit URL: voicebot runs its own) moved onto free ports, so the test
+    never meets a running voicebot."""
+    return {
+        "VOICEBOT_LIVEKIT_PORT": str(ports.http),
+        "VOICEBOT_LIVEKIT_TCP_PORT": str(ports.tcp),
+        "VOICEBOT_LIVEKIT_UDP_PORT": str(ports.udp),
+    }
+
+
 @dataclass
 class VoicebotProcess:
     """One running voicebot and the base URL of its API."""
@@ -56,6 +69,17 @@ class VoicebotProcess:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """voicebot's JSON log lines so far, oldest first."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            # Output from outside structlog (a traceback, a library's print) is not an event.
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with (
@@ -81,6 +105,12 @@ class VoicebotProcess:
 
 async def start_voicebot(**env: str) -> VoicebotProcess:
     """Start `serve` on a free port with these VOICEBOT_/LIVEKIT_ variables and wait until it listens."""
+    return await launch_voicebot(env)
+
+
+async def launch_voicebot(env: Mapping[str, str], *, new_session: bool = False) -> VoicebotProcess:
+    """start_voicebot(); with `new_session` voicebot leads a process group of its own, as a program started
+    from a terminal does."""
     port = free_port()
     # Its log goes to a file: an unread pipe would stall it, and a failed start should say why.
     log_fd, log_name = tempfile.mkstemp(prefix="voicebot-serve-", suffix=".log")
@@ -95,6 +125,7 @@ async def start_voicebot(**env: str) -> VoicebotProcess:
         env=cli_env(**env),
         stdout=asyncio.subprocess.PIPE,
         stderr=log_fd,
+        start_new_session=new_session,
     )
     os.close(log_fd)
     assert process.stdout is not None

@@ -15,6 +15,7 @@ from voicebot.api import agents, calls, health, page, rooms, sessions, webhooks
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.keys import (
     CLUSTER,
+    EMBEDDED,
     LIVEKIT,
     LOOP_MONITOR,
     REDIS,
@@ -125,6 +126,11 @@ async def _start_services(
     provisioner = SipProvisioner(gateway)
     if sip.enabled:
         await provisioner.apply(sip)
+        if embedded is not None:
+            # A restarted livekit-server has forgotten the trunks and dispatch rules.
+            embedded.after_restart(embedded.livekit.program.name, lambda: provisioner.apply(sip))
+    if embedded is not None:
+        app[EMBEDDED] = embedded
     app[LIVEKIT] = gateway
     app[SUPERVISOR] = supervisor
     app[LOOP_MONITOR] = monitor
@@ -147,7 +153,10 @@ async def _start_services(
 async def _close_rooms(gateway: LiveKitGateway) -> None:
     """Close every room of an embedded server about to stop, so people see the call end, not a reconnect."""
     try:
-        for name in await gateway.room_names():
+        names = await gateway.room_names()
+        for name in names:
             await gateway.delete_room(name)
     except LiveKitUnavailable as exc:
         log.warning("rooms_not_closed", reason=str(exc))
+    else:
+        log.info("rooms_closed", rooms=len(names))

@@ -118,6 +118,11 @@ class EmbeddedLiveKitServer:
         return f"ws://{LOOPBACK}:{self.ports.http}"
 
     @property
+    def program(self) -> EmbeddedProgram:
+        """The child process itself: its pid, its exit, its log."""
+        return self._program
+
+    @property
     def pid(self) -> int | None:
         """The child's process id while it runs."""
         return self._program.pid

@@ -45,6 +45,11 @@ class EmbeddedSipServer:
         self._program = EmbeddedProgram(SIP_BINARY)
 
     @property
+    def program(self) -> EmbeddedProgram:
+        """The child process itself: its pid, its exit, its log."""
+        return self._program
+
+    @property
     def health_url(self) -> str:
         """livekit-sip's health check: 200 once it is ready for calls."""
         return f"http://{LOOPBACK}:{self._sip.health_port}/"

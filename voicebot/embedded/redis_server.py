@@ -20,6 +20,11 @@ class EmbeddedRedis:
         self._program = EmbeddedProgram(REDIS_BINARY, data_dir)
 
     @property
+    def program(self) -> EmbeddedProgram:
+        """The child process itself: its pid, its exit, its log."""
+        return self._program
+
+    @property
     def address(self) -> str:
         """host:port, as LiveKit's configs name it."""
         return f"{LOOPBACK}:{self.port}"
