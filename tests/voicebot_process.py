@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.servers import free_port
+from tests.servers import free_livekit_ports, free_port, free_sip_port
 from voicebot.embedded.livekit_server import LiveKitServerPorts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,22 @@ def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
         "VOICEBOT_LIVEKIT_PORT": str(ports.http),
         "VOICEBOT_LIVEKIT_TCP_PORT": str(ports.tcp),
         "VOICEBOT_LIVEKIT_UDP_PORT": str(ports.udp),
+    }
+
+
+def sip_serve_env(rtp_base: int) -> dict[str, str]:
+    """serve_env with SIP on: voicebot also runs redis-server and livekit-sip, on free ports.
+
+    Each test passes its own `rtp_base`, as the RTP range is not checked for being free.
+    """
+    rtp_start = rtp_base + (os.getpid() % 100) * 50
+    return serve_env(free_livekit_ports()) | {
+        "VOICEBOT_SIP_ENABLED": "true",
+        "VOICEBOT_SIP_PORT": str(free_sip_port()),
+        "VOICEBOT_SIP_HEALTH_PORT": str(free_port()),
+        "VOICEBOT_SIP_REDIS_PORT": str(free_port()),
+        "VOICEBOT_SIP_RTP_PORT_START": str(rtp_start),
+        "VOICEBOT_SIP_RTP_PORT_END": str(rtp_start + 49),
     }
 
 

@@ -8,8 +8,15 @@ import signal
 
 import pytest
 
-from tests.servers import free_livekit_ports, free_port, free_sip_port
-from tests.voicebot_process import launch_voicebot, process_alive, serve_env, start_voicebot, wait_until
+from tests.servers import free_livekit_ports
+from tests.voicebot_process import (
+    launch_voicebot,
+    process_alive,
+    serve_env,
+    sip_serve_env,
+    start_voicebot,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -17,16 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.sip
 async def test_no_embedded_program_outlives_a_voicebot_killed_with_sigkill() -> None:
     """Regression: a voicebot killed with -9 left livekit-server, livekit-sip and redis-server running."""
-    rtp_start = 26000 + (os.getpid() % 100) * 50
-    env = serve_env(free_livekit_ports()) | {
-        "VOICEBOT_SIP_ENABLED": "true",
-        "VOICEBOT_SIP_PORT": str(free_sip_port()),
-        "VOICEBOT_SIP_HEALTH_PORT": str(free_port()),
-        "VOICEBOT_SIP_REDIS_PORT": str(free_port()),
-        "VOICEBOT_SIP_RTP_PORT_START": str(rtp_start),
-        "VOICEBOT_SIP_RTP_PORT_END": str(rtp_start + 49),
-    }
-    bot = await start_voicebot(**env)
+    bot = await start_voicebot(**sip_serve_env(rtp_base=26000))
     try:
         _, health = await bot.request("GET", "/api/livekit/health")
         pids = {name: child["pid"] for name, child in health["embedded"].items()}

@@ -1,4 +1,4 @@
-"""An embedded livekit-server that dies is restarted, health shows it, and calls work again."""
+"""An embedded program that dies is restarted with what depends on it, health shows it, calls work again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from tests.servers import free_livekit_ports
 from tests.voice_client import VoiceClient
-from tests.voicebot_process import VoicebotProcess, serve_env, start_voicebot, wait_until
+from tests.voicebot_process import VoicebotProcess, serve_env, sip_serve_env, start_voicebot, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,4 +60,36 @@ async def test_a_killed_livekit_server_is_restarted_and_the_next_call_hears_the_
     finally:
         if person is not None:
             await person.close()
+        await bot.stop()
+
+
+@pytest.mark.sip
+async def test_a_killed_redis_server_is_restarted_with_what_runs_on_it_and_sip_provisioned_again() -> None:
+    bot = await start_voicebot(**sip_serve_env(rtp_base=28000))
+    try:
+        before = (await health(bot))["embedded"]
+        assert set(before) == {"redis-server", "livekit-server", "livekit-sip"}
+
+        os.kill(before["redis-server"]["pid"], signal.SIGKILL)
+
+        async def recovered() -> bool:
+            report = await health(bot)
+            restarts = {name: child["restarts"] for name, child in report["embedded"].items()}
+            return report["status"] == "ok" and set(restarts.values()) == {1}
+
+        await wait_until(
+            recovered, 60, "redis-server, livekit-server and livekit-sip restarted and health ok"
+        )
+        after = (await health(bot))["embedded"]
+        assert after["redis-server"]["last_exit_code"] == -signal.SIGKILL
+        assert all(after[name]["pid"] != before[name]["pid"] for name in before)
+
+        async def provisioned_twice() -> bool:
+            return [e["event"] for e in bot.log_events()].count("sip_provisioned") == 2
+
+        # The fresh Redis holds no trunks: the second run creates them again.
+        await wait_until(provisioned_twice, 10, "SIP to be provisioned again after the restart")
+        (_, again) = [e for e in bot.log_events() if e["event"] == "sip_provisioned"]
+        assert again["created"], again
+    finally:
         await bot.stop()

@@ -168,25 +168,28 @@ class EmbeddedServices:
             await asyncio.gather(*waits, return_exceptions=True)
         return waits[next(iter(done))]
 
-    async def _recover(self, exited: _Child) -> None:
-        """Restart `exited` after its backoff, and the programs that depend on it; then run the hooks."""
-        ran_s = time.monotonic() - exited.started_at
-        exited.last_exit_code = exited.server.program.returncode
-        log.warning(
-            "embedded_program_exited",
-            program=exited.name,
-            returncode=exited.last_exit_code,
-            ran_s=round(ran_s, 3),
-        )
-        if ran_s >= self._backoff.stable_s:
-            exited.delay_s = self._backoff.initial_s
-        dependents = [c for c in self._children if exited in c.depends_on]
-        for child in reversed(dependents):
+    async def _recover(self, first: _Child) -> None:
+        """Restart what exited after its backoff, and the programs that depend on it; then run the hooks."""
+        # Everything down now, not only `first`: restarting livekit-sip while the Redis it needs
+        # is also down would retry for ever and never get to Redis.
+        exited = [c for c in self._children if c is first or c.server.program.returncode is not None]
+        for child in exited:
+            ran_s = time.monotonic() - child.started_at
+            child.last_exit_code = child.server.program.returncode
+            log.warning(
+                "embedded_program_exited",
+                program=child.name,
+                returncode=child.last_exit_code,
+                ran_s=round(ran_s, 3),
+            )
+            if ran_s >= self._backoff.stable_s:
+                child.delay_s = self._backoff.initial_s
+        affected = [c for c in self._children if c in exited or set(c.depends_on) & set(exited)]
+        for child in reversed(affected):
             await child.server.stop()
-        await self._restart(exited, wait=True)
-        for child in dependents:
-            await self._restart(child, wait=False)
-        for child in (exited, *dependents):
+        for child in affected:
+            await self._restart(child, wait=child in exited)
+        for child in affected:
             for hook in child.hooks:
                 try:
                     await hook()
