@@ -114,13 +114,14 @@ def tcp_open(port: int) -> ReadyCheck:
 def orphan_proof(argv: Sequence[str]) -> list[str]:
     """`argv` wrapped so the kernel SIGKILLs the program when voicebot dies, even of SIGKILL.
 
-    PR_SET_PDEATHSIG is set by util-linux's `setpriv` between fork and exec rather than by a
-    `preexec_fn`: Python code in a forked child of a threaded process (livekit's FFI threads, the
-    speech-model executor) can deadlock, and `preexec_fn` rules out the fast spawn path. Had voicebot
-    died before setpriv ran, the child would already belong to init and never get the signal, so a
-    shell checks that its parent is still this process before it execs the program.
+    PR_SET_PDEATHSIG is set by util-linux's `setpriv` as an exec wrapper rather than by ctypes in a
+    `preexec_fn`: Python code run in the forked child of a threaded process (livekit's FFI threads,
+    the speech-model executor) can deadlock before exec. Had voicebot died before setpriv ran, the
+    child would already belong to init and never get the signal, so a shell checks that its parent
+    is still this process before it execs the program. Without setpriv the program runs unwrapped.
     """
     if SETPRIV is None:
+        log.warning("child_not_tied_to_parent", program=argv[0], reason="setpriv (util-linux) not found")
         return list(argv)
     check = f'[ "$PPID" = {os.getpid()} ] || exit 1; exec "$@"'
     return [SETPRIV, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh", *argv]
