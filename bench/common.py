@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
-from voicebot.livekit_server import EmbeddedLiveKitServer, find_binary
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -24,8 +24,8 @@ from bench.common import livekit_server, post_json, standard_worker, voicebot_pr
 from bench.standard_worker import AGENT_NAME
 from tests.servers import API_KEY, API_SECRET
 from tests.voice_client import VoiceClient
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
 from voicebot.livekit import LiveKitGateway
-from voicebot.livekit_server import EmbeddedLiveKitServer
 
 SETTLE_S = 5.0
 MB = 1024 * 1024

@@ -20,8 +20,8 @@ from bench.common import summary, write_result
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
 from tests.voice_client import VoiceClient
 from tests.voicebot_process import VoicebotProcess, start_voicebot
-from voicebot.livekit_server import EmbeddedLiveKitServer, find_binary
-from voicebot.sip_server import EmbeddedRedis
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary
+from voicebot.embedded.redis_server import EmbeddedRedis
 
 
 async def one_round(env: dict[str, str], survivor: VoicebotProcess, rooms: int) -> list[float]:

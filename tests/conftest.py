@@ -26,8 +26,8 @@ from tests.servers import (
 )
 from voicebot.app import create_app
 from voicebot.config import Settings, parse_settings
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
 from voicebot.livekit import LiveKitGateway
-from voicebot.livekit_server import EmbeddedLiveKitServer
 
 __all__ = ["livekit_server", "redis_server", "shared_state", "sip_stack"]
 

@@ -11,8 +11,9 @@ import pytest
 
 from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import SipSettings
-from voicebot.livekit_server import EmbeddedLiveKitServer, LiveKitServerPorts, find_binary
-from voicebot.sip_server import EmbeddedRedis, EmbeddedSipServer
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, LiveKitServerPorts, find_binary
+from voicebot.embedded.livekit_sip import EmbeddedSipServer
+from voicebot.embedded.redis_server import EmbeddedRedis
 
 API_KEY = "voicebot-test"
 API_SECRET = "voicebot-test-secret-0123456789abcdef"

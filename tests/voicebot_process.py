@@ -3,25 +3,75 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.servers import free_port
+from tests.servers import free_livekit_ports, free_port, free_sip_port
+from voicebot.embedded.livekit_server import LiveKitServerPorts
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
+    """Poll `check()` until it holds; fail naming `what` was awaited if it does not within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within_s:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    # The state follows the command name in parentheses, which may itself hold spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     """The test's environment without LIVEKIT_/VOICEBOT_ settings of its own, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
     return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
+
+
+def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
+    """The shipped config.toml (no LiveKit URL: voicebot runs its own) moved onto free ports, so the test
+    never meets a running voicebot."""
+    return {
+        "VOICEBOT_LIVEKIT_PORT": str(ports.http),
+        "VOICEBOT_LIVEKIT_TCP_PORT": str(ports.tcp),
+        "VOICEBOT_LIVEKIT_UDP_PORT": str(ports.udp),
+    }
+
+
+def sip_serve_env(rtp_base: int) -> dict[str, str]:
+    """serve_env with SIP on: voicebot also runs redis-server and livekit-sip, on free ports.
+
+    Each test passes its own `rtp_base`, as the RTP range is not checked for being free.
+    """
+    rtp_start = rtp_base + (os.getpid() % 100) * 50
+    return serve_env(free_livekit_ports()) | {
+        "VOICEBOT_SIP_ENABLED": "true",
+        "VOICEBOT_SIP_PORT": str(free_sip_port()),
+        "VOICEBOT_SIP_HEALTH_PORT": str(free_port()),
+        "VOICEBOT_SIP_REDIS_PORT": str(free_port()),
+        "VOICEBOT_SIP_RTP_PORT_START": str(rtp_start),
+        "VOICEBOT_SIP_RTP_PORT_END": str(rtp_start + 49),
+    }
 
 
 @dataclass
@@ -35,6 +85,17 @@ class VoicebotProcess:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """voicebot's JSON log lines so far, oldest first."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            # Output from outside structlog (a traceback, a library's print) is not an event.
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with (
@@ -60,6 +121,12 @@ class VoicebotProcess:
 
 async def start_voicebot(**env: str) -> VoicebotProcess:
     """Start `serve` on a free port with these VOICEBOT_/LIVEKIT_ variables and wait until it listens."""
+    return await launch_voicebot(env)
+
+
+async def launch_voicebot(env: Mapping[str, str], *, new_session: bool = False) -> VoicebotProcess:
+    """start_voicebot(); with `new_session` voicebot leads a process group of its own, as a program started
+    from a terminal does."""
     port = free_port()
     # Its log goes to a file: an unread pipe would stall it, and a failed start should say why.
     log_fd, log_name = tempfile.mkstemp(prefix="voicebot-serve-", suffix=".log")
@@ -74,6 +141,7 @@ async def start_voicebot(**env: str) -> VoicebotProcess:
         env=cli_env(**env),
         stdout=asyncio.subprocess.PIPE,
         stderr=log_fd,
+        start_new_session=new_session,
     )
     os.close(log_fd)
     assert process.stdout is not None

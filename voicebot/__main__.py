@@ -12,8 +12,8 @@ import structlog
 from aiohttp import web
 
 from voicebot.config import ConfigError, Settings, load_settings
+from voicebot.embedded.runner import EmbeddedProgramError
 from voicebot.livekit import join_grants, sign_token
-from voicebot.livekit_server import LiveKitServerError
 from voicebot.logs import configure_logging
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -79,8 +79,8 @@ def _serve(settings: Settings) -> int:
 
     try:
         web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=10)
-    except LiveKitServerError as exc:
-        log.error("livekit_server_failed", reason=str(exc))
+    except EmbeddedProgramError as exc:
+        log.error("embedded_program_failed", program=exc.program, reason=str(exc))
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -16,6 +15,7 @@ from voicebot.api import agents, calls, health, page, rooms, sessions, webhooks
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.keys import (
     CLUSTER,
+    EMBEDDED,
     LIVEKIT,
     LOOP_MONITOR,
     REDIS,
@@ -30,16 +30,15 @@ from voicebot.api.keys import (
 )
 from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import Settings
+from voicebot.embedded.runner import LOOPBACK
+from voicebot.embedded.services import EmbeddedServices
 from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
-from voicebot.livekit_server import EmbeddedLiveKitServer
 from voicebot.loop_monitor import LoopMonitor
-from voicebot.processes import LOOPBACK
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip_provisioning import SipProvisioner
-from voicebot.sip_server import EmbeddedRedis, EmbeddedSipServer
 from voicebot.store.redis_store import RedisStore
 from voicebot.store.state import InMemoryStore, StateStore
 from voicebot.webhooks import WebhookRouter
@@ -81,43 +80,27 @@ async def _start_services(
 ) -> None:
     """Start what the app runs on, each stopped again in reverse order when `stack` closes.
 
-    With the embedded LiveKit and SIP on: redis-server, livekit-server (on Redis, sending webhooks
-    here), livekit-sip. Then the API client, the session runtime, and the SIP trunks from config.toml.
+    With the embedded LiveKit: the programs of embedded/services.py (with SIP on: redis-server,
+    livekit-server on it sending webhooks here, livekit-sip). Then the API client, the session
+    runtime, and the SIP trunks from config.toml.
     """
     lk, sip = settings.livekit, settings.sip
-    redis_url = settings.redis.url
-    embedded: EmbeddedLiveKitServer | None = None
-    sip_server: EmbeddedSipServer | None = None
+    embedded: EmbeddedServices | None = None
     if lk.embedded:
-        if sip.enabled and not redis_url:
-            redis_server = EmbeddedRedis(sip.redis_port)
-            await redis_server.start()
-            stack.push_async_callback(redis_server.stop)
-            redis_url = redis_server.url
         webhook = f"http://{LOOPBACK}:{settings.server.port}{WEBHOOK_PATH}"
-        embedded = EmbeddedLiveKitServer.from_settings(
-            lk, redis_address=_redis_address(redis_url) if sip.enabled else "", webhook_urls=(webhook,)
-        )
+        embedded = EmbeddedServices(settings, webhook_url=webhook)
         await embedded.start()
         stack.push_async_callback(embedded.stop)
-    url = embedded.url if embedded is not None else lk.url
+    url = embedded.livekit.url if embedded is not None else lk.url
     gateway = LiveKitGateway(
         url, lk.api_key, lk.api_secret, public_url=lk.public_url, request_timeout_s=lk.request_timeout_s
     )
     stack.push_async_callback(gateway.close)
     if embedded is not None:
         stack.push_async_callback(_close_rooms, gateway)
-    if embedded is not None and sip.enabled:
-        sip_server = EmbeddedSipServer(
-            sip,
-            livekit_url=url,
-            api_key=lk.api_key,
-            api_secret=lk.api_secret,
-            redis_address=_redis_address(redis_url),
-        )
-        await sip_server.start()
-        stack.push_async_callback(sip_server.stop)
-    if redis_url and not settings.redis.url:
+    sip_server = embedded.sip if embedded is not None else None
+    redis_url = embedded.redis_url if embedded is not None else ""
+    if redis_url:
         # Only the Redis that LiveKit and livekit-sip share; a state store in Redis is checked through itself.
         redis_client = Redis.from_url(redis_url, socket_timeout=lk.request_timeout_s)
         stack.push_async_callback(redis_client.aclose)
@@ -143,6 +126,11 @@ async def _start_services(
     provisioner = SipProvisioner(gateway)
     if sip.enabled:
         await provisioner.apply(sip)
+        if embedded is not None:
+            # A restarted livekit-server has forgotten the trunks and dispatch rules.
+            embedded.after_restart(embedded.livekit.program.name, lambda: provisioner.apply(sip))
+    if embedded is not None:
+        app[EMBEDDED] = embedded
     app[LIVEKIT] = gateway
     app[SUPERVISOR] = supervisor
     app[LOOP_MONITOR] = monitor
@@ -162,16 +150,13 @@ async def _start_services(
     )
 
 
-def _redis_address(url: str) -> str:
-    """host:port of a redis:// URL, as LiveKit's configs name it."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or LOOPBACK}:{parts.port or 6379}"
-
-
 async def _close_rooms(gateway: LiveKitGateway) -> None:
     """Close every room of an embedded server about to stop, so people see the call end, not a reconnect."""
     try:
-        for name in await gateway.room_names():
+        names = await gateway.room_names()
+        for name in names:
             await gateway.delete_room(name)
     except LiveKitUnavailable as exc:
         log.warning("rooms_not_closed", reason=str(exc))
+    else:
+        log.info("rooms_closed", rooms=len(names))

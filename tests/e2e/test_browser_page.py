@@ -23,8 +23,8 @@ from tests.servers import API_KEY, API_SECRET, free_livekit_ports
 from voicebot.api.keys import LIVEKIT, SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import Settings
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary
 from voicebot.livekit import LiveKitGateway
-from voicebot.livekit_server import EmbeddedLiveKitServer, find_binary
 from voicebot.sessions.supervisor import SessionSupervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

@@ -16,8 +16,8 @@ from livekit import api, rtc
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, free_sip_port
 from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
 from tests.voice_client import VoiceClient
-from tests.voicebot_process import ROOT, cli_env, start_voicebot
-from voicebot.livekit_server import LiveKitServerPorts
+from tests.voicebot_process import ROOT, cli_env, serve_env, start_voicebot
+from voicebot.embedded.livekit_server import LiveKitServerPorts
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +70,6 @@ async def test_a_bad_environment_override_names_the_variable() -> None:
 
     assert code == 2
     assert "VOICEBOT_SERVER_PORT" in err
-
-
-def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:
-    """The shipped config.toml, moved onto free ports so the test never meets a running voicebot."""
-    return {
-        "VOICEBOT_LIVEKIT_PORT": str(ports.http),
-        "VOICEBOT_LIVEKIT_TCP_PORT": str(ports.tcp),
-        "VOICEBOT_LIVEKIT_UDP_PORT": str(ports.udp),
-    }
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import pytest
 from livekit import rtc
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports
+from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary
+from voicebot.embedded.runner import EmbeddedProgramError
 from voicebot.livekit import LiveKitGateway, join_grants, sign_token
-from voicebot.livekit_server import EmbeddedLiveKitServer, LiveKitServerError, find_binary
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ async def test_a_port_in_use_fails_start_instead_of_trusting_the_other_server(
     """Regression: the readiness check was answered by the server already on the port."""
     clash = EmbeddedLiveKitServer(livekit_server.binary, livekit_server.ports, API_KEY, API_SECRET)
 
-    with pytest.raises(LiveKitServerError, match=f"port TCP {livekit_server.ports.http}.* already in use"):
+    with pytest.raises(EmbeddedProgramError, match=f"port TCP {livekit_server.ports.http}.* already in use"):
         await clash.start()
     assert clash.pid is None
 
@@ -68,7 +69,7 @@ async def test_a_server_that_exits_at_start_reports_its_log(tmp_path: Path) -> N
     failing.chmod(0o755)
     server = EmbeddedLiveKitServer(failing, free_livekit_ports(), API_KEY, API_SECRET)
 
-    with pytest.raises(LiveKitServerError, match="exited with code 3") as error:
+    with pytest.raises(EmbeddedProgramError, match="exited with code 3") as error:
         await server.start()
     assert "could not parse config" in str(error.value)
     assert server.pid is None

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from tests.conftest import eventually
 from tests.servers import free_port
+from voicebot.embedded.redis_server import EmbeddedRedis
 from voicebot.errors import StateUnavailable
-from voicebot.sip_server import EmbeddedRedis
 from voicebot.store.redis_store import RedisStore
 from voicebot.store.state import InMemoryStore, RoomRecord, StateStore
 from voicebot.store.transcripts import TranscriptLine

@@ -16,6 +16,7 @@ from voicebot import __version__
 from voicebot.api.errors import error_response
 from voicebot.api.keys import (
     CLUSTER,
+    EMBEDDED,
     LIVEKIT,
     LOOP_MONITOR,
     REDIS,
@@ -30,8 +31,11 @@ from voicebot.store.redis_store import RedisStore
 
 
 async def livekit_health(request: web.Request) -> web.Response:
-    """The status of this process, LiveKit, SIP and Redis: 503 when LiveKit is unreachable,
-    200 "degraded" when only SIP or Redis is."""
+    """The status of this process, LiveKit, SIP, Redis and the embedded programs.
+
+    503 when LiveKit is unreachable; "degraded" while an embedded program is down and being restarted
+    (503 too if that is livekit-server), or when only SIP or Redis is unreachable.
+    """
     gateway = request.app[LIVEKIT]
     probe, sip, redis = await asyncio.gather(
         gateway.probe(), _sip_report(request.app), _redis_report(request.app)
@@ -45,9 +49,16 @@ async def livekit_health(request: web.Request) -> web.Response:
     if probe.error:
         livekit["error"] = probe.error
     supervisor = request.app[SUPERVISOR]
+    embedded = request.app.get(EMBEDDED)
+    children = embedded.status() if embedded is not None else {}
+    restarting = not all(child.running for child in children.values())
     degraded = sip.get("reachable") is False or redis.get("reachable") is False
+    if restarting:
+        status = "degraded"
+    else:
+        status = "unavailable" if not probe.reachable else "degraded" if degraded else "ok"
     report = {
-        "status": "unavailable" if not probe.reachable else "degraded" if degraded else "ok",
+        "status": status,
         "process": {
             "pid": os.getpid(),
             "version": __version__,
@@ -59,6 +70,7 @@ async def livekit_health(request: web.Request) -> web.Response:
         "sip": sip,
         "redis": redis,
         "cluster": _cluster_report(request.app),
+        "embedded": {name: asdict(child) for name, child in children.items()},
     }
     return web.json_response(report, status=200 if probe.reachable else 503)
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voicebot.config import Settings
+from voicebot.embedded.services import EmbeddedServices
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
@@ -28,3 +29,5 @@ WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
 REDIS = web.AppKey("redis", Redis)
 STATE = web.AppKey("state", StateStore)
 CLUSTER = web.AppKey("cluster", Cluster)
+# Present only when voicebot runs LiveKit (and SIP, Redis) itself.
+EMBEDDED = web.AppKey("embedded", EmbeddedServices)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.livekit_server import LiveKitServerError, LiveKitServerPorts, find_binary, server_config
+from voicebot.embedded.livekit_server import LiveKitServerPorts, find_binary, server_config
+from voicebot.embedded.runner import EmbeddedProgramError
 
 PORTS = LiveKitServerPorts(http=17880, tcp=17881, udp=17882)
 
@@ -34,7 +35,7 @@ def test_server_accepts_exactly_the_configured_key() -> None:
 
 
 def test_a_configured_binary_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(LiveKitServerError, match="is not a file"):
+    with pytest.raises(EmbeddedProgramError, match="is not a file"):
         find_binary(str(tmp_path / "livekit-server"))
 
 
@@ -49,7 +50,7 @@ def test_the_missing_binary_message_says_how_to_build_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("voicebot.processes.CACHE_BIN", tmp_path / "absent")
+    monkeypatch.setattr("voicebot.embedded.runner.CACHE_BIN", tmp_path / "absent")
 
-    with pytest.raises(LiveKitServerError, match="make livekit-server"):
+    with pytest.raises(EmbeddedProgramError, match="make livekit-server"):
         find_binary()

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import signal
 import socket
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 import structlog
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# voicebot/embedded/runner.py: the project is three levels up.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_BIN = PROJECT_ROOT / ".cache" / "bin"
 LOOPBACK = "127.0.0.1"
+SETPRIV = shutil.which("setpriv")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 # (signal, seconds to wait for the exit after sending it); SIGKILL follows the last step.
 StopSteps = Sequence[tuple[signal.Signals, float]]
+_TempDir = tempfile.TemporaryDirectory[str]
 
 log = structlog.get_logger(__name__)
 
 
-class ChildProcessError(Exception):
-    """A child program could not be found or did not start."""
+class EmbeddedProgramError(Exception):
+    """A child program could not be found or did not start; the message says what to do."""
+
+    def __init__(self, program: str, message: str) -> None:
+        super().__init__(message)
+        self.program = program
 
 
 def find_program(name: str, configured: str = "", *, hint: str) -> Path:
@@ -34,7 +44,7 @@ def find_program(name: str, configured: str = "", *, hint: str) -> Path:
     if configured:
         path = Path(configured)
         if not path.is_file():
-            raise ChildProcessError(f"{configured!r} (configured for {name}) is not a file")
+            raise EmbeddedProgramError(name, f"{configured!r} (configured for {name}) is not a file")
         return path
     on_path = shutil.which(name)
     if on_path:
@@ -42,7 +52,7 @@ def find_program(name: str, configured: str = "", *, hint: str) -> Path:
     cached = CACHE_BIN / name
     if cached.is_file():
         return cached
-    raise ChildProcessError(f"{name} not found on PATH or at {cached}; {hint}")
+    raise EmbeddedProgramError(name, f"{name} not found on PATH or at {cached}; {hint}")
 
 
 def ports_in_use(ports: Sequence[tuple[str, int]]) -> list[str]:
@@ -57,6 +67,16 @@ def ports_in_use(ports: Sequence[tuple[str, int]]) -> list[str]:
             except OSError:
                 busy.append(f"{kind} {port}")
     return busy
+
+
+def refuse_busy(ports: Sequence[tuple[str, int]], program: str, advice: str) -> None:
+    """Raise unless every port can be bound, so a readiness check is never answered by another program."""
+    busy = ports_in_use(ports)
+    if busy:
+        raise EmbeddedProgramError(
+            program,
+            f"port {', '.join(busy)} on {LOOPBACK} is already in use, so {program} cannot start; {advice}",
+        )
 
 
 def http_ok(url: str, body: str | None = None) -> ReadyCheck:
@@ -91,8 +111,28 @@ def tcp_open(port: int) -> ReadyCheck:
     return check
 
 
+def orphan_proof(argv: Sequence[str]) -> list[str]:
+    """`argv` wrapped so the kernel SIGKILLs the program when voicebot dies, even of SIGKILL.
+
+    PR_SET_PDEATHSIG is set by util-linux's `setpriv` as an exec wrapper rather than by ctypes in a
+    `preexec_fn`: Python code run in the forked child of a threaded process (livekit's FFI threads,
+    the speech-model executor) can deadlock before exec. Had voicebot died before setpriv ran, the
+    child would already belong to init and never get the signal, so a shell checks that its parent
+    is still this process before it execs the program. Without setpriv the program runs unwrapped.
+    """
+    if SETPRIV is None:
+        log.warning("child_not_tied_to_parent", program=argv[0], reason="setpriv (util-linux) not found")
+        return list(argv)
+    check = f'[ "$PPID" = {os.getpid()} ] || exit 1; exec "$@"'
+    return [SETPRIV, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh", *argv]
+
+
 class ChildProcess:
-    """One program started with its output in a log file, waited for until ready, and stopped again."""
+    """One program started with its output in a log file, waited for until ready, and stopped again.
+
+    The program runs in a process group of its own, so a Ctrl-C at the terminal reaches only voicebot,
+    which then decides the order things stop in; and it dies with voicebot (see `orphan_proof`).
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
@@ -105,14 +145,33 @@ class ChildProcess:
         """The child's process id while it runs."""
         return self._process.pid if self._process and self._process.returncode is None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the program exited, once it has."""
+        return self._process.returncode if self._process else None
+
+    async def wait(self) -> int:
+        """Wait until the program exits, however that happens; its exit code."""
+        assert self._process is not None, "wait() before start()"
+        return await self._process.wait()
+
+    def kill_group(self) -> None:
+        """SIGKILL the program's process group at once, without waiting; for a program nobody stopped."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
     async def start(self, ready: ReadyCheck, timeout_s: float) -> None:
         """Start the program and wait until `ready()` holds; stops it again and raises if it never does."""
+        # The parent-death signal fires when the *thread* that forked the child ends; asyncio forks from
+        # the thread running the loop, which for `serve` (web.run_app) and the tests is the main thread.
         with self.log_path.open("wb") as log_file:
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *orphan_proof(self.argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
+                process_group=0,
             )
         log.info("process_started", program=self.name, pid=self._process.pid)
         try:
@@ -126,14 +185,16 @@ class ChildProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.returncode is not None:
-                raise ChildProcessError(
-                    f"{self.name} exited with code {self._process.returncode}: {self.log_tail()}"
+                raise EmbeddedProgramError(
+                    self.name, f"{self.name} exited with code {self._process.returncode}: {self.log_tail()}"
                 )
             if await ready():
                 log.info("process_ready", program=self.name, pid=self._process.pid)
                 return
             await asyncio.sleep(0.05)
-        raise ChildProcessError(f"{self.name} was not ready within {timeout_s:g}s: {self.log_tail()}")
+        raise EmbeddedProgramError(
+            self.name, f"{self.name} was not ready within {timeout_s:g}s: {self.log_tail()}"
+        )
 
     async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
         """Send each step's signal and wait its time for the exit; SIGKILL if it outlives them all."""
@@ -161,13 +222,18 @@ class ChildProcess:
 
 
 class EmbeddedProgram:
-    """A child program in a working directory of its own: temporary unless one is given, removed on stop."""
+    """A child program in a working directory of its own: temporary unless one is given, removed on stop.
+
+    One that is dropped without stop() is killed and its directory (configs with secrets) removed by
+    a finalizer, which logs `embedded_program_leaked` so the missing stop() is noticed.
+    """
 
     def __init__(self, name: str, workdir: Path | None = None) -> None:
         self.name = name
         self._workdir = workdir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._child: ChildProcess | None = None
+        self._finalizer: weakref.finalize[[ChildProcess, _TempDir | None], EmbeddedProgram] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -179,6 +245,16 @@ class EmbeddedProgram:
         """Where the program's output goes."""
         return self._child.log_path if self._child else None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the program exited, once it has."""
+        return self._child.returncode if self._child else None
+
+    async def wait(self) -> int:
+        """Wait until the program exits, through stop() or not; its exit code."""
+        assert self._child is not None, "wait() before launch()"
+        return await self._child.wait()
+
     async def launch(
         self, argv: Callable[[Path], Sequence[str]], ready: ReadyCheck, timeout_s: float
     ) -> None:
@@ -189,6 +265,9 @@ class EmbeddedProgram:
             self._tempdir = tempfile.TemporaryDirectory(prefix=f"voicebot-{self.name}-")
             workdir = Path(self._tempdir.name)
         self._child = ChildProcess(self.name, argv(workdir), workdir / f"{self.name}.log")
+        # Made after the TemporaryDirectory, so at interpreter exit this runs before its own finalizer
+        # (newest first) and cleans up without the "Implicitly cleaning up" ResourceWarning.
+        self._finalizer = weakref.finalize(self, _reap_leaked, self._child, self._tempdir)
         try:
             await self._child.start(ready, timeout_s)
         except BaseException:
@@ -198,6 +277,9 @@ class EmbeddedProgram:
     async def stop(self, steps: StopSteps = ((signal.SIGTERM, 10.0),)) -> int | None:
         """Stop the program (see ChildProcess.stop) and remove a temporary working directory."""
         returncode = await self._child.stop(steps) if self._child is not None else None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
@@ -206,3 +288,11 @@ class EmbeddedProgram:
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the program logged, for error messages."""
         return self._child.log_tail(lines) if self._child else "(no log)"
+
+
+def _reap_leaked(child: ChildProcess, tempdir: tempfile.TemporaryDirectory[str] | None) -> None:
+    """What EmbeddedProgram.stop() would have done, for one dropped without it."""
+    log.warning("embedded_program_leaked", program=child.name, pid=child.pid)
+    child.kill_group()
+    if tempdir is not None:
+        tempdir.cleanup()

@@ -1,4 +1,4 @@
-"""The embedded livekit-sip and the redis-server it and livekit-server share, for `make run` and the tests."""
+"""The embedded livekit-sip: SIP on 127.0.0.1 that reaches LiveKit through Redis."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ from typing import Any
 import yaml
 
 from voicebot.config import SipSettings
-from voicebot.processes import (
-    LOOPBACK,
-    ChildProcessError,
-    EmbeddedProgram,
-    find_program,
-    http_ok,
-    ports_in_use,
-    tcp_open,
-)
+from voicebot.embedded.runner import LOOPBACK, EmbeddedProgram, find_program, http_ok, refuse_busy
 
 SIP_BINARY = "livekit-sip"
-REDIS_BINARY = "redis-server"
 
 
 def sip_config(
@@ -41,48 +32,6 @@ def sip_config(
     }
 
 
-class EmbeddedRedis:
-    """redis-server on 127.0.0.1: it carries LiveKit's and livekit-sip's messages, and voicebot's state."""
-
-    def __init__(self, port: int, *, binary: str = "", data_dir: Path | None = None) -> None:
-        self.port = port
-        self._binary = binary
-        # With a data_dir every write is appended to disk first, so a restart loses nothing.
-        self._data_dir = data_dir
-        self._program = EmbeddedProgram(REDIS_BINARY, data_dir)
-
-    @property
-    def address(self) -> str:
-        """host:port, as LiveKit's configs name it."""
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """redis:// URL, as redis-py names it."""
-        return f"redis://{self.address}/0"
-
-    async def start(self, timeout_s: float = 10.0) -> None:
-        """Start redis-server and wait until it accepts connections."""
-        binary = find_program(REDIS_BINARY, self._binary, hint="`make test` installs Debian's redis-server")
-        _refuse_busy(
-            [("TCP", self.port)], "redis-server", "set redis.url to use that Redis, or sip.redis_port"
-        )
-        if self._data_dir is None:
-            durability = ["--appendonly", "no"]
-        else:
-            durability = ["--appendonly", "yes", "--appendfsync", "always"]
-
-        def argv(workdir: Path) -> list[str]:
-            base = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", ""]
-            return [*base, *durability, "--dir", str(workdir)]
-
-        await self._program.launch(argv, tcp_open(self.port), timeout_s)
-
-    async def stop(self) -> None:
-        """Stop redis-server."""
-        await self._program.stop()
-
-
 class EmbeddedSipServer:
     """livekit-sip as a child process: SIP on 127.0.0.1:`sip.port`, media on its RTP range."""
 
@@ -94,6 +43,11 @@ class EmbeddedSipServer:
             sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis_address=redis_address
         )
         self._program = EmbeddedProgram(SIP_BINARY)
+
+    @property
+    def program(self) -> EmbeddedProgram:
+        """The child process itself: its pid, its exit, its log."""
+        return self._program
 
     @property
     def health_url(self) -> str:
@@ -112,7 +66,7 @@ class EmbeddedSipServer:
     async def start(self, timeout_s: float = 20.0) -> None:
         """Start livekit-sip and wait until its health check answers."""
         binary = find_program(SIP_BINARY, self._sip.server_bin, hint="`make livekit-sip` builds it")
-        _refuse_busy(
+        refuse_busy(
             [("UDP", self._sip.port), ("TCP", self._sip.port), ("TCP", self._sip.health_port)],
             "livekit-sip",
             "choose other sip.port / sip.health_port",
@@ -128,11 +82,3 @@ class EmbeddedSipServer:
     async def stop(self) -> None:
         """Stop livekit-sip; calls in progress are hung up."""
         await self._program.stop()
-
-
-def _refuse_busy(ports: list[tuple[str, int]], program: str, advice: str) -> None:
-    busy = ports_in_use(ports)
-    if busy:
-        raise ChildProcessError(
-            f"port {', '.join(busy)} on {LOOPBACK} is already in use, so {program} cannot start; {advice}"
-        )

@@ -11,10 +11,10 @@ import structlog
 import yaml
 
 from voicebot.config import LiveKitSettings
-from voicebot.processes import (
+from voicebot.embedded.runner import (
     LOOPBACK,
-    ChildProcessError,
     EmbeddedProgram,
+    EmbeddedProgramError,
     find_program,
     http_ok,
     ports_in_use,
@@ -23,9 +23,6 @@ from voicebot.processes import (
 BINARY_NAME = "livekit-server"
 
 log = structlog.get_logger(__name__)
-
-# One error type for every child program: it names the program and says what to do.
-LiveKitServerError = ChildProcessError
 
 
 @dataclass(frozen=True)
@@ -121,6 +118,11 @@ class EmbeddedLiveKitServer:
         return f"ws://{LOOPBACK}:{self.ports.http}"
 
     @property
+    def program(self) -> EmbeddedProgram:
+        """The child process itself: its pid, its exit, its log."""
+        return self._program
+
+    @property
     def pid(self) -> int | None:
         """The child's process id while it runs."""
         return self._program.pid
@@ -135,9 +137,10 @@ class EmbeddedLiveKitServer:
         # Otherwise the readiness check would be answered by whatever already holds the port.
         busy = ports_in_use([("TCP", self.ports.http), ("TCP", self.ports.tcp), ("UDP", self.ports.udp)])
         if busy:
-            raise LiveKitServerError(
+            raise EmbeddedProgramError(
+                BINARY_NAME,
                 f"port {', '.join(busy)} on {LOOPBACK} is already in use (another LiveKit server?); "
-                "set livekit.url to use that server, or choose other livekit ports"
+                "set livekit.url to use that server, or choose other livekit ports",
             )
 
         def argv(workdir: Path) -> list[str]:
