@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,29 @@ def changed(settings: Settings, section: str, **values: Any) -> Settings:
     return replace(settings, **{section: replace(getattr(settings, section), **values)})
 
 
-async def eventually(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    """Wait until `condition()` holds, for state that announces its changes to nobody."""
-    async with asyncio.timeout(within_s):
-        while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
-            await asyncio.sleep(0.05)
-    assert condition(), what
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]],
+    within_s: float,
+    what: str,
+    *,
+    state: Callable[[], object] | None = None,
+) -> None:
+    """Wait until `condition()` holds, for state that announces its changes to nobody.
+
+    Fails with `what` (and `state()`, the last state seen, when given) if it does not hold within `within_s`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        held = condition()
+        if isawaitable(held):
+            held = await held
+        if held:
+            return
+        if loop.time() >= deadline:
+            seen = f"; last seen: {state()!r}" if state is not None else ""
+            pytest.fail(f"not within {within_s:g}s: {what}{seen}")
+        await asyncio.sleep(0.05)
 
 
 def _running_children() -> dict[int, psutil.Process]:

@@ -253,7 +253,9 @@ def _dump_scenario(name: str) -> str:
 async def start_sipp(
     folder: Path, scenario: Path, *args: str, port: int | None = None, timeout_s: float = 90
 ) -> asyncio.subprocess.Process:
-    """Start sipp for one call from `folder` (where its pcaps are); `args` name the target or role."""
+    """Start sipp for one call from `folder` (where its pcaps are) and wait until it listens; `args` name
+    the target or role."""
+    sip_port = port or free_port()
     argv = [
         "sipp",
         "-sf",
@@ -263,7 +265,7 @@ async def start_sipp(
         "-i",
         LOOPBACK,
         "-p",
-        str(port or free_port()),
+        str(sip_port),
         "-mp",
         str(free_port()),
         "-timeout",
@@ -275,9 +277,31 @@ async def start_sipp(
         *args,
     ]
     (folder / "sipp-errors.log").unlink(missing_ok=True)
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         *argv, cwd=folder, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
+    # A callee must be listening before it is called; a bound port queues the INVITE until sipp reads it.
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(udp_bound, sip_port):
+        if process.returncode is not None or time.monotonic() > deadline:
+            if process.returncode is None:
+                process.kill()
+            output, _ = await process.communicate()
+            said = output.decode(errors="replace")[-2000:]
+            raise AssertionError(f"sipp did not bind UDP {sip_port} (exit {process.returncode}): {said}")
+        await asyncio.sleep(0.02)
+    return process
+
+
+def udp_bound(port: int) -> bool:
+    """Something has a UDP socket bound to `port` (read from /proc, so the check never takes the port)."""
+    wanted = f":{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as rows:
+            next(rows)
+            if any(row.split()[1].endswith(wanted) for row in rows):
+                return True
+    return False
 
 
 async def finished(folder: Path, process: asyncio.subprocess.Process, within_s: float = 100) -> SippRun:

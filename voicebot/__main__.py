@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +17,23 @@ from voicebot.config import ConfigError, Settings, load_settings
 from voicebot.embedded.runner import EmbeddedProgramError
 from voicebot.livekit import join_grants, sign_token
 from voicebot.logs import configure_logging
+from voicebot.shutdown import StopSignals
+
+# In-flight HTTP requests get this long once a stop begins; the API's requests take well under a second.
+HTTP_SHUTDOWN_TIMEOUT_S = 2.0
+# On top of the sessions' drain and the HTTP requests: closing rooms and stopping livekit-server and
+# livekit-sip (which get 1 s before a second SIGTERM) and a saturated machine's delays.
+STOP_MARGIN_S = 6.0
 
 DEFAULT_CONFIG = Path("config.toml")
+SERVE_EXIT_CODES = """\
+exit codes:
+  0        stopped by SIGTERM or SIGINT after a graceful stop
+  1        LiveKit could not be started, or the address cannot be listened on
+  2        configuration error
+  128+N    stopped by force on signal N (143 SIGTERM, 130 SIGINT): a second signal, or a stop that
+           overran [sessions] drain_timeout_s + 8 s; child programs are killed first
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="default: ./config.toml")
     parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", parents=[common], help="serve the HTTP API")
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the HTTP API",
+        epilog=SERVE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=None, help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default from config: 8001)")
     token = commands.add_parser("token", parents=[common], help="print a join token for a room")
@@ -71,14 +94,8 @@ def _serve(settings: Settings) -> int:
     log = structlog.get_logger("voicebot")
     host, port = settings.server.host, settings.server.port
     app = create_app(settings)
-
-    def announce(_message: object) -> None:
-        print(f"voicebot serving on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
-        body = '{"agent_id":"agent-123"}'
-        print(f"  try: curl -X POST http://{host}:{port}/api/livekit/create-room -d '{body}'", flush=True)
-
     try:
-        web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=10)
+        return asyncio.run(_run(app, settings))
     except EmbeddedProgramError as exc:
         log.error("embedded_program_failed", program=exc.program, reason=str(exc))
         print(f"voicebot: {exc}", file=sys.stderr)
@@ -86,6 +103,38 @@ def _serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"voicebot: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
+
+
+async def _run(app: web.Application, settings: Settings) -> int:
+    """Serve `app` until SIGTERM or SIGINT, then stop in order: HTTP, sessions, rooms, livekit-server."""
+    log = structlog.get_logger("voicebot")
+    host, port = settings.server.host, settings.server.port
+    stop_requested = asyncio.Event()
+
+    def request_stop(sig: signal.Signals) -> None:
+        log.info("stop_requested", signal=sig.name)
+        stop_requested.set()
+
+    # Past this, a stop that has not finished is ended by force: sessions get drain_timeout_s.
+    grace_s = settings.sessions.drain_timeout_s + HTTP_SHUTDOWN_TIMEOUT_S + STOP_MARGIN_S
+    signals = StopSignals(asyncio.get_running_loop(), request_stop, grace_s)
+    signals.install()
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S
+    )
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        if not stop_requested.is_set():
+            print(f"voicebot serving on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+            body = '{"agent_id":"agent-123"}'
+            print(f"  try: curl -X POST http://{host}:{port}/api/livekit/create-room -d '{body}'", flush=True)
+            await stop_requested.wait()
+    finally:
+        await runner.cleanup()
+        signals.stopped()
+        signals.uninstall()
+    log.info("stopped", signal=signals.received.name if signals.received else None)
     return 0
 
 

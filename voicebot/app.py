@@ -38,10 +38,10 @@ from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.sip_provisioning import SipProvisioner
+from voicebot.sip.events import WebhookRouter
+from voicebot.sip.provisioning import SipProvisioner
 from voicebot.store.redis_store import RedisStore
 from voicebot.store.state import InMemoryStore, StateStore
-from voicebot.webhooks import WebhookRouter
 
 log = structlog.get_logger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.servers import API_KEY, API_SECRET, SharedState
 from tests.voice_client import VoiceClient, espeak
 from tests.voicebot_process import VoicebotProcess, start_voicebot
@@ -38,13 +39,6 @@ async def voicebots(shared_state: SharedState) -> AsyncIterator[Start]:
 
     yield start
     await asyncio.gather(*(p.stop() for p in started))
-
-
-async def eventually_async(check: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
-    async with asyncio.timeout(within_s):
-        while not await check():  # noqa: ASYNC110 - the state lives in other processes
-            await asyncio.sleep(0.1)
-    assert await check(), what
 
 
 async def create_room(process: VoicebotProcess, agent_id: str = "agent-123") -> tuple[int, Any]:
@@ -93,7 +87,7 @@ async def test_ten_concurrent_create_rooms_over_three_processes_respect_the_clus
         _, listed = await processes[0].request("GET", "/api/sessions")
         return len(listed["sessions"]) == 6
 
-    await eventually_async(six_live, 30, "six sessions to run")
+    await eventually(six_live, 30, "six sessions to run")
     _, listed = await processes[1].request("GET", "/api/sessions")
     per_process: dict[str, int] = {}
     for session in listed["sessions"]:
@@ -170,7 +164,7 @@ async def test_a_redis_restart_mid_conversation_loses_and_doubles_nothing(
             _, report = await bot.request("GET", "/api/livekit/health")
             return bool(report["redis"].get("reachable"))
 
-        await eventually_async(healthy, 20, "health to come back")
+        await eventually(healthy, 20, "health to come back")
     finally:
         await person.close()
 
@@ -184,7 +178,7 @@ async def test_a_redis_restart_mid_conversation_loses_and_doubles_nothing(
     async def transcript_complete() -> bool:
         return len(await transcript(bot, room["room_name"])) >= 3
 
-    await eventually_async(transcript_complete, 20, "the buffered lines to arrive")
+    await eventually(transcript_complete, 20, "the buffered lines to arrive")
     texts = [text for _, text, _ in await transcript(bot, room["room_name"])]
     assert texts[:3] == [
         "Hello, you are through to reception. How can I help?",

@@ -143,7 +143,6 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
     supervisor = server.app[SUPERVISOR]
     callee = await start_sipp(tmp_path, callee_scenario(tmp_path, rtp.port), port=callee_port)
-    await asyncio.sleep(0.3)  # sipp binds its port before it reads the scenario's first message
 
     async with (
         aiohttp.ClientSession() as http,
@@ -176,7 +175,6 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     callee_port = free_port()
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
     callee = await start_sipp(tmp_path, callee_scenario(tmp_path, rtp.port, busy=True), port=callee_port)
-    await asyncio.sleep(0.3)
     rooms_before = await livekit.room_names()
 
     async with (

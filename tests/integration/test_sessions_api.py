@@ -84,8 +84,14 @@ async def test_job_notification_starts_one_agent_however_often_it_is_sent(
     again = await client.post("/api/livekit/job-notification", json=body)
     assert again.status == 200
     assert (await again.json())["status"] == "already_running"
-    await asyncio.sleep(1)
-    agents = [i for i in await livekit.participant_identities("support-desk-1") if i.startswith("agent-")]
+    agents: list[str] = []
+
+    async def agent_joined() -> bool:
+        identities = await livekit.participant_identities("support-desk-1")
+        agents[:] = [i for i in identities if i.startswith("agent-")]
+        return bool(agents)
+
+    await eventually(agent_joined, 15, "the agent to join", state=lambda: agents)
     assert len(agents) == 1
     await client.delete("/api/sessions/support-desk-1")
 

@@ -11,7 +11,7 @@ from livekit import api
 from tests.servers import API_KEY, API_SECRET, SipStack
 from voicebot.config import InboundRoute, OutboundTrunk, SipSettings
 from voicebot.livekit import LiveKitGateway
-from voicebot.sip_provisioning import AGENT_ATTRIBUTE, SipProvisioner
+from voicebot.sip.provisioning import AGENT_ATTRIBUTE, SipProvisioner
 
 pytestmark = [pytest.mark.integration, pytest.mark.sip]
 

@@ -15,7 +15,7 @@ from livekit import api
 from tests.servers import API_KEY, API_SECRET
 from voicebot.api.keys import SUPERVISOR
 from voicebot.livekit import LiveKitGateway
-from voicebot.sip_provisioning import AGENT_ATTRIBUTE
+from voicebot.sip.provisioning import AGENT_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from voicebot.loop_monitor import LoopMonitor
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.sip_provisioning import SipProvisioner
+from voicebot.sip.events import WebhookRouter
+from voicebot.sip.provisioning import SipProvisioner
 from voicebot.store.state import StateStore
-from voicebot.webhooks import WebhookRouter
 
 SETTINGS = web.AppKey("settings", Settings)
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)

@@ -12,7 +12,6 @@ import structlog
 from livekit import api
 
 from voicebot.config import InboundRoute, OutboundTrunk, SipSettings
-from voicebot.livekit import LiveKitGateway
 from voicebot.rooms import ROOM_PREFIX
 
 # Only what carries this prefix is voicebot's: trunks and rules made by hand are left alone.
@@ -27,6 +26,19 @@ _TRANSPORTS = {
 }
 
 log = structlog.get_logger(__name__)
+
+
+class SipGateway(Protocol):
+    """The LiveKit server API calls provisioning makes; voicebot.livekit.LiveKitGateway's."""
+
+    async def inbound_trunks(self) -> list[api.SIPInboundTrunkInfo]: ...
+    async def outbound_trunks(self) -> list[api.SIPOutboundTrunkInfo]: ...
+    async def dispatch_rules(self) -> list[api.SIPDispatchRuleInfo]: ...
+    async def save_inbound_trunk(self, trunk: api.SIPInboundTrunkInfo) -> api.SIPInboundTrunkInfo: ...
+    async def save_outbound_trunk(self, trunk: api.SIPOutboundTrunkInfo) -> api.SIPOutboundTrunkInfo: ...
+    async def save_dispatch_rule(self, rule: api.SIPDispatchRuleInfo) -> api.SIPDispatchRuleInfo: ...
+    async def delete_trunk(self, trunk_id: str) -> None: ...
+    async def delete_dispatch_rule(self, rule_id: str) -> None: ...
 
 
 class _Named(Protocol):
@@ -103,7 +115,7 @@ def _fingerprinted(item: Item) -> Item:
 class SipProvisioner:
     """Creates, updates and deletes voicebot's trunks and rules; remembers the outbound trunks' ids."""
 
-    def __init__(self, livekit: LiveKitGateway) -> None:
+    def __init__(self, livekit: SipGateway) -> None:
         self._livekit = livekit
         self.outbound_trunk_ids: dict[str, str] = {}
 
