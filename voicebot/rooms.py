@@ -15,7 +15,7 @@ from voicebot.config import AgentDefinition, Settings
 from voicebot.errors import LiveKitUnavailable, RoomNotFound, UnknownAgent, UnknownTrunk
 from voicebot.livekit import LiveKitGateway, RoomAccess
 from voicebot.sessions.cluster import Cluster
-from voicebot.store.state import RoomRecord, StateStore
+from voicebot.store.base import RoomRecord, StateStore
 
 ROOM_PREFIX = "voicebot_"
 # Callers dialled out to get the same identity shape as livekit-sip gives callers who phone in.

@@ -10,7 +10,7 @@ from voicebot.errors import SessionLimitReached, VoicebotError
 from voicebot.livekit import LiveKitGateway
 from voicebot.rooms import ROOM_PREFIX, RoomService
 from voicebot.sip_provisioning import AGENT_ATTRIBUTE
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 
 # LiveKit retries a webhook it got no answer to for minutes at most; ids are remembered for an hour.
 EVENT_MEMORY_S = 3600

@@ -14,8 +14,9 @@ from tests.conftest import eventually
 from tests.servers import free_port
 from voicebot.errors import StateUnavailable
 from voicebot.sip_server import EmbeddedRedis
-from voicebot.store.redis_store import RedisStore
-from voicebot.store.state import InMemoryStore, RoomRecord, StateStore
+from voicebot.store.base import RoomRecord, StateStore
+from voicebot.store.memory import InMemoryStore
+from voicebot.store.redis import RedisStore
 from voicebot.store.transcripts import TranscriptLine
 
 pytestmark = pytest.mark.integration

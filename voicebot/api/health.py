@@ -26,7 +26,7 @@ from voicebot.api.keys import (
     SUPERVISOR,
 )
 from voicebot.errors import StateUnavailable
-from voicebot.store.redis_store import RedisStore
+from voicebot.store.redis import RedisStore
 
 
 async def livekit_health(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip_provisioning import SipProvisioner
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 from voicebot.webhooks import WebhookRouter
 
 SETTINGS = web.AppKey("settings", Settings)

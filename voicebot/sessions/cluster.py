@@ -19,7 +19,7 @@ from voicebot.errors import LiveKitUnavailable, SessionLimitReached, StateUnavai
 from voicebot.livekit import LiveKitGateway
 from voicebot.sessions.session import EndReason
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.store.state import Placement, StateStore
+from voicebot.store.base import Placement, StateStore
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
 log = structlog.get_logger(__name__)

@@ -15,7 +15,7 @@ from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
 from voicebot.sessions.session import EndReason, RoomSession, SessionInfo
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 from voicebot.store.transcripts import TranscriptLine
 
 log = structlog.get_logger(__name__)

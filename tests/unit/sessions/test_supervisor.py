@@ -7,7 +7,7 @@ import pytest
 from voicebot.config import SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.store.state import InMemoryStore
+from voicebot.store.memory import InMemoryStore
 
 
 def supervisor(limit: int = 2, retention_s: int = 60) -> SessionSupervisor:

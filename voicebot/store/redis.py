@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from voicebot.errors import StateUnavailable
-from voicebot.store.state import Placement, RoomRecord
+from voicebot.store.base import Placement, RoomRecord, StateStore
 from voicebot.store.transcripts import TranscriptLine
 
 P = "voicebot:"
@@ -114,7 +114,7 @@ return 1
 """
 
 
-class RedisStore:
+class RedisStore(StateStore):
     """State shared by every process on one Redis; what cannot be written during an outage is kept in
     order and written when Redis answers again."""
 
