@@ -157,8 +157,8 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
 
         ended = await supervisor.state.session(broken["room_name"])
         assert ended is not None
-        assert ended["end_reason"] == "failed"
-        assert "400" in (ended["error"] or "")
+        assert ended.end_reason == "failed"
+        assert "400" in (ended.error or "")
         assert any(e["event"] == "session_ended" and e["log_level"] == "error" for e in logs)
         assert supervisor.counters["failed"] == 1
         assert supervisor.session(healthy["room_name"]) is not None
@@ -184,7 +184,7 @@ async def test_an_agent_whose_room_nobody_joins_leaves_when_livekit_closes_it(
 
     ended = await supervisor.state.session(room["room_name"])
     assert ended is not None
-    assert ended["end_reason"] == "room_closed"
+    assert ended.end_reason == "room_closed"
     assert supervisor.session(room["room_name"]) is None
     assert not await livekit.room_exists(room["room_name"])
 

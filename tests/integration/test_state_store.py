@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +16,15 @@ from tests.conftest import eventually
 from tests.servers import free_port
 from voicebot.errors import StateUnavailable
 from voicebot.sip_server import EmbeddedRedis
-from voicebot.store.base import RoomRecord, StateStore
+from voicebot.store.base import (
+    EndReason,
+    InvalidRecord,
+    RoomRecord,
+    SessionRecord,
+    StartJob,
+    StateStore,
+    StopJob,
+)
 from voicebot.store.memory import InMemoryStore
 from voicebot.store.redis import RedisStore
 from voicebot.store.transcripts import TranscriptLine
@@ -36,15 +46,19 @@ async def store(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> 
     await redis_store.aclose()
 
 
-def session(room: str, process: str = "p1", state: str = "listening") -> dict[str, object]:
-    return {
-        "room_name": room,
-        "agent_id": "faq",
-        "session_id": f"SS_{room}",
-        "process_id": process,
-        "state": state,
-        "started_at": time.time(),
-    }
+def session(room: str, process: str = "p1") -> SessionRecord:
+    return SessionRecord(
+        room_name=room,
+        agent_id="faq",
+        session_id=f"SS_{room}",
+        process_id=process,
+        state="listening",
+        started_at=time.time(),
+    )
+
+
+def ended(record: SessionRecord) -> SessionRecord:
+    return replace(record, state="ended", end_reason="stopped", ended_at=record.started_at + 1)
 
 
 async def test_a_room_goes_to_the_preferred_process_while_it_has_room_then_to_the_freest(
@@ -117,25 +131,35 @@ async def test_renew_keeps_a_lease_and_release_frees_the_place(store: StateStore
 
 
 async def test_jobs_reach_only_their_process_in_order(store: StateStore) -> None:
-    await store.push_job("p2", {"action": "start", "room_name": "a"})
-    await store.push_job("p2", {"action": "stop", "room_name": "a"})
+    start = StartJob(room_name="a", agent_id="faq", owns_room=True, phone_call=False)
+    stop = StopJob(room_name="a", reason="call_not_answered")
+    await store.push_job("p2", start)
+    await store.push_job("p2", stop)
 
     assert await store.pop_job("p1", 0.1) is None
-    assert await store.pop_job("p2", 1) == {"action": "start", "room_name": "a"}
-    assert await store.pop_job("p2", 1) == {"action": "stop", "room_name": "a"}
+    assert await store.pop_job("p2", 1) == start
+    assert await store.pop_job("p2", 1) == stop
+
+
+async def test_a_job_with_a_reason_this_code_does_not_know_is_refused_when_read(store: StateStore) -> None:
+    """A stop reason went unchecked from Redis to the session's end_reason: now reading it fails loudly."""
+    await store.push_job("p1", StopJob(room_name="a", reason=cast(EndReason, "bored")))
+
+    with pytest.raises(InvalidRecord, match="bored"):
+        await store.pop_job("p1", 1)
+    assert await store.pop_job("p1", 0.1) is None, "the refused job must not come back"
 
 
 async def test_sessions_are_listed_while_live_and_readable_after_they_end(store: StateStore) -> None:
-    await store.save_session(session("room-1"))
-    await store.save_session(session("room-2", "p2"))
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1", "room-2"]
+    first, second = session("room-1"), session("room-2", "p2")
+    await store.save_session(first)
+    await store.save_session(second)
+    assert await store.live_sessions() == [first, second]
 
-    await store.end_session({**session("room-1"), "state": "ended"}, 60)
+    await store.end_session(ended(first), 60)
 
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-2"]
-    ended = await store.session("room-1")
-    assert ended is not None
-    assert ended["state"] == "ended"
+    assert await store.live_sessions() == [second]
+    assert await store.session("room-1") == ended(first)
 
 
 async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_retention(
@@ -148,7 +172,7 @@ async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_r
     assert await store.lines("room-1") == lines
     assert await store.lines("room-2") is None
     await store.close("room-1", 1)
-    await store.end_session({**session("room-1"), "state": "ended"}, 1)
+    await store.end_session(ended(session("room-1")), 1)
     await asyncio.sleep(1.3)
     assert await store.lines("room-1") is None
     assert await store.session("room-1") is None
@@ -186,6 +210,6 @@ async def test_redis_writes_during_an_outage_are_kept_and_written_once_when_it_r
     lines = await store.lines("room-1")
     assert lines is not None
     assert [line.text for line in lines] == ["before", "during one", "during two"]
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1"]
+    assert [s.room_name for s in await store.live_sessions()] == ["room-1"]
     await store.aclose()
     await redis_server.stop()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.store.base import Placement, RoomRecord, StateStore
+from voicebot.store.base import Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
 from voicebot.store.transcripts import TranscriptLine
 
 
@@ -26,6 +26,7 @@ class InMemoryStore(StateStore):
 
     _kv: dict[str, _Expiring] = field(default_factory=dict)
     _capacity: dict[str, int] = field(default_factory=dict)
+    # Jobs wait as JSON, as in Redis, so a job that could not cross between processes fails here too.
     _jobs: dict[str, asyncio.Queue[dict[str, Any]]] = field(default_factory=dict)
     _transcripts: dict[str, list[TranscriptLine]] = field(default_factory=dict)
     _writes: int = 0
@@ -103,13 +104,13 @@ class InMemoryStore(StateStore):
         owner: str | None = self._get(f"lease:{room_name}")
         return owner
 
-    async def push_job(self, process_id: str, job: dict[str, Any]) -> None:
-        self._jobs.setdefault(process_id, asyncio.Queue()).put_nowait(job)
+    async def push_job(self, process_id: str, job: Job) -> None:
+        self._jobs.setdefault(process_id, asyncio.Queue()).put_nowait(job.to_json())
 
-    async def pop_job(self, process_id: str, timeout_s: float) -> dict[str, Any] | None:
+    async def pop_job(self, process_id: str, timeout_s: float) -> Job | None:
         queue = self._jobs.setdefault(process_id, asyncio.Queue())
         try:
-            return await asyncio.wait_for(queue.get(), timeout_s)
+            return job_from_json(await asyncio.wait_for(queue.get(), timeout_s))
         except TimeoutError:
             return None
 
@@ -120,22 +121,22 @@ class InMemoryStore(StateStore):
         room: RoomRecord | None = self._get(f"room:{room_name}")
         return room
 
-    async def save_session(self, session: dict[str, Any]) -> None:
-        self._set(f"session:{session['room_name']}", dict(session))
-        self._set(f"live:{session['room_name']}", True)
+    async def save_session(self, session: SessionRecord) -> None:
+        self._set(f"session:{session.room_name}", session)
+        self._set(f"live:{session.room_name}", True)
 
-    async def end_session(self, session: dict[str, Any], retention_s: float) -> None:
-        self._set(f"session:{session['room_name']}", dict(session), retention_s)
-        self._kv.pop(f"live:{session['room_name']}", None)
+    async def end_session(self, session: SessionRecord, retention_s: float) -> None:
+        self._set(f"session:{session.room_name}", session, retention_s)
+        self._kv.pop(f"live:{session.room_name}", None)
 
-    async def session(self, room_name: str) -> dict[str, Any] | None:
-        session = self._get(f"session:{room_name}")
-        return dict(session) if session is not None else None
+    async def session(self, room_name: str) -> SessionRecord | None:
+        session: SessionRecord | None = self._get(f"session:{room_name}")
+        return session
 
-    async def live_sessions(self) -> list[dict[str, Any]]:
+    async def live_sessions(self) -> list[SessionRecord]:
         rooms = [key.removeprefix("live:") for key in self._keys("live:")]
-        sessions = [self._get(f"session:{room}") for room in rooms]
-        return sorted((dict(s) for s in sessions if s is not None), key=lambda s: s["started_at"])
+        sessions: list[SessionRecord | None] = [self._get(f"session:{room}") for room in rooms]
+        return sorted((s for s in sessions if s is not None), key=lambda s: s.started_at)
 
     async def append(self, room_name: str, line: TranscriptLine) -> None:
         if self._get(f"transcript:{room_name}") is None:

@@ -14,8 +14,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import Any, TypeVar, cast
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -23,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from voicebot.errors import StateUnavailable
-from voicebot.store.base import Placement, RoomRecord, StateStore
+from voicebot.store.base import Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
 from voicebot.store.transcripts import TranscriptLine
 
 P = "voicebot:"
@@ -114,6 +115,40 @@ return 1
 """
 
 
+# The writes an outage may hold back, told apart by their `kind`: a transcript line, a live session, an
+# ended one, and a closed transcript.
+@dataclass(frozen=True, kw_only=True)
+class _AppendLine:
+    kind: Literal["line"] = field(default="line", init=False)
+    room_name: str
+    line_id: str
+    """Chosen once, so a retry after a lost reply is recognised and not written twice."""
+    line: TranscriptLine
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SaveSession:
+    kind: Literal["session"] = field(default="session", init=False)
+    session: SessionRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EndSession:
+    kind: Literal["ended"] = field(default="ended", init=False)
+    session: SessionRecord
+    retention_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _CloseTranscript:
+    kind: Literal["close"] = field(default="close", init=False)
+    room_name: str
+    retention_s: float
+
+
+_Write = _AppendLine | _SaveSession | _EndSession | _CloseTranscript
+
+
 class RedisStore(StateStore):
     """State shared by every process on one Redis; what cannot be written during an outage is kept in
     order and written when Redis answers again."""
@@ -128,8 +163,8 @@ class RedisStore(StateStore):
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._append = self._redis.register_script(_APPEND)
-        # Writes that failed, oldest first: (kind, payload). Flushed in order before any new write.
-        self._outbox: deque[tuple[str, Any]] = deque()
+        # Writes that failed, oldest first. Flushed in order before any new write.
+        self._outbox: deque[_Write] = deque()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -194,17 +229,16 @@ class RedisStore(StateStore):
         owner = await self._call(lambda: self._redis.get(f"{P}lease:{room_name}"))
         return _text(owner) if owner else None
 
-    async def push_job(self, process_id: str, job: dict[str, Any]) -> None:
-        await self._call(
-            lambda: self._redis.rpush(f"{P}jobs:{process_id}", json.dumps(job)), idempotent=False
-        )
+    async def push_job(self, process_id: str, job: Job) -> None:
+        payload = json.dumps(job.to_json())
+        await self._call(lambda: self._redis.rpush(f"{P}jobs:{process_id}", payload), idempotent=False)
 
-    async def pop_job(self, process_id: str, timeout_s: float) -> dict[str, Any] | None:
+    async def pop_job(self, process_id: str, timeout_s: float) -> Job | None:
         async def pop() -> Any:
             return await self._jobs_redis.blpop([f"{P}jobs:{process_id}"], timeout=timeout_s)
 
         popped = await self._call(pop, idempotent=False)
-        return cast(dict[str, Any], json.loads(popped[1])) if popped else None
+        return job_from_json(json.loads(popped[1])) if popped else None
 
     async def save_room(self, room: RoomRecord) -> None:
         await self._call(lambda: self._redis.set(f"{P}room:{room.room_name}", json.dumps(asdict(room))))
@@ -213,28 +247,28 @@ class RedisStore(StateStore):
         raw = await self._call(lambda: self._redis.get(f"{P}room:{room_name}"))
         return RoomRecord(**json.loads(raw)) if raw else None
 
-    async def save_session(self, session: dict[str, Any]) -> None:
-        await self._write("session", dict(session))
+    async def save_session(self, session: SessionRecord) -> None:
+        await self._write(_SaveSession(session=session))
 
-    async def end_session(self, session: dict[str, Any], retention_s: float) -> None:
-        await self._write("ended", (dict(session), retention_s))
+    async def end_session(self, session: SessionRecord, retention_s: float) -> None:
+        await self._write(_EndSession(session=session, retention_s=retention_s))
 
-    async def session(self, room_name: str) -> dict[str, Any] | None:
+    async def session(self, room_name: str) -> SessionRecord | None:
         raw = await self._call(lambda: self._redis.get(f"{P}session:{room_name}"))
-        return cast(dict[str, Any], json.loads(raw)) if raw else None
+        return SessionRecord.from_json(json.loads(raw)) if raw else None
 
-    async def live_sessions(self) -> list[dict[str, Any]]:
+    async def live_sessions(self) -> list[SessionRecord]:
         async def read() -> list[Any]:
             rooms = sorted(_text(r) for r in await self._redis.smembers(f"{P}live"))
             if not rooms:
                 return []
             return list(await self._redis.mget([f"{P}session:{room}" for room in rooms]))
 
-        sessions = [json.loads(raw) for raw in await self._call(read) if raw]
-        return sorted(sessions, key=lambda s: s["started_at"])
+        sessions = [SessionRecord.from_json(json.loads(raw)) for raw in await self._call(read) if raw]
+        return sorted(sessions, key=lambda s: s.started_at)
 
     async def append(self, room_name: str, line: TranscriptLine) -> None:
-        await self._write("line", (room_name, uuid.uuid4().hex, line))
+        await self._write(_AppendLine(room_name=room_name, line_id=uuid.uuid4().hex, line=line))
 
     async def lines(self, room_name: str) -> list[TranscriptLine] | None:
         async def read() -> tuple[int, list[Any]]:
@@ -250,7 +284,7 @@ class RedisStore(StateStore):
         return [TranscriptLine(**json.loads(fields[b"line"])) for _, fields in entries]
 
     async def close(self, room_name: str, retention_s: float) -> None:
-        await self._write("close", (room_name, retention_s))
+        await self._write(_CloseTranscript(room_name=room_name, retention_s=retention_s))
 
     async def first_delivery(self, event_id: str, ttl_s: float) -> bool:
         return bool(
@@ -272,9 +306,9 @@ class RedisStore(StateStore):
         """Writes waiting for Redis to come back."""
         return len(self._outbox)
 
-    async def _write(self, kind: str, payload: Any) -> None:
+    async def _write(self, write: _Write) -> None:
         """Write now if Redis answers and nothing older waits; otherwise queue it, in order, for later."""
-        self._outbox.append((kind, payload))
+        self._outbox.append(write)
         try:
             await self._flush()
         except StateUnavailable:
@@ -283,8 +317,8 @@ class RedisStore(StateStore):
     async def _flush(self) -> None:
         async with self._lock:
             while self._outbox:
-                kind, payload = self._outbox[0]
-                await self._call(lambda kind=kind, payload=payload: self._apply(kind, payload))  # type: ignore[misc]
+                write = self._outbox[0]
+                await self._call(partial(self._apply, write))
                 self._outbox.popleft()
 
     def _ensure_flusher(self) -> None:
@@ -301,28 +335,31 @@ class RedisStore(StateStore):
                 continue
         log.info("state_flushed")
 
-    async def _apply(self, kind: str, payload: Any) -> None:
-        if kind == "line":
-            room_name, line_id, line = payload
-            await self._append(args=[room_name, line_id, json.dumps(asdict(line))])
-        elif kind == "session":
+    async def _apply(self, write: _Write) -> None:
+        if write.kind == "line":
+            line_json = json.dumps(asdict(write.line))
+            await self._append(args=[write.room_name, write.line_id, line_json])
+        elif write.kind == "session":
+            room_name = write.session.room_name
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{P}session:{payload['room_name']}", json.dumps(payload))
-                pipe.sadd(f"{P}live", payload["room_name"])
+                pipe.set(f"{P}session:{room_name}", json.dumps(write.session.to_json()))
+                pipe.sadd(f"{P}live", room_name)
                 await pipe.execute()
-        elif kind == "ended":
-            session, retention_s = payload
+        elif write.kind == "ended":
+            room_name = write.session.room_name
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{P}session:{session['room_name']}", json.dumps(session), ex=int(retention_s))
-                pipe.srem(f"{P}live", session["room_name"])
+                pipe.set(
+                    f"{P}session:{room_name}", json.dumps(write.session.to_json()), ex=int(write.retention_s)
+                )
+                pipe.srem(f"{P}live", room_name)
                 await pipe.execute()
-        elif kind == "close":
-            room_name, retention_s = payload
+        else:
+            room_name, retention_s = write.room_name, int(write.retention_s)
             async with self._redis.pipeline(transaction=True) as pipe:
                 # A transcript with no lines yet still answers (empty) until it expires.
                 pipe.sadd(f"{P}txids:{room_name}", "")
-                pipe.expire(f"{P}tx:{room_name}", int(retention_s))
-                pipe.expire(f"{P}txids:{room_name}", int(retention_s))
+                pipe.expire(f"{P}tx:{room_name}", retention_s)
+                pipe.expire(f"{P}txids:{room_name}", retention_s)
                 await pipe.execute()
 
 
