@@ -5,7 +5,7 @@ InMemoryStore (memory.py) serves one process (`make run`); RedisStore (redis.py)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, TypeGuard, get_args
 
@@ -13,6 +13,7 @@ from voicebot.errors import StateUnavailable
 from voicebot.store.transcripts import TranscriptLine
 
 __all__ = [
+    "Clock",
     "EndReason",
     "InvalidRecord",
     "Job",
@@ -27,6 +28,9 @@ __all__ = [
     "job_from_json",
     "parse_end_reason",
 ]
+
+Clock = Callable[[], float]
+"""Seconds now: what a store judges leases, heartbeats and expiry by; tests pass one they move by hand."""
 
 EndReason = Literal[
     "room_closed",

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.store.base import Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
+from voicebot.store.base import Clock, Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
 from voicebot.store.transcripts import TranscriptLine
 
 
@@ -24,6 +24,8 @@ class _Expiring:
 class InMemoryStore(StateStore):
     """The state of a single process, in its memory; the same contract as the Redis store."""
 
+    clock: Clock = time.monotonic
+    """What leases, heartbeats and retention are judged by; only this process reads them, so monotonic."""
     _kv: dict[str, _Expiring] = field(default_factory=dict)
     _capacity: dict[str, int] = field(default_factory=dict)
     # Jobs wait as JSON, as in Redis, so a job that could not cross between processes fails here too.
@@ -35,17 +37,17 @@ class InMemoryStore(StateStore):
         entry = self._kv.get(key)
         if entry is None:
             return None
-        if not entry.alive(time.monotonic()):
+        if not entry.alive(self.clock()):
             del self._kv[key]
             return None
         return entry.value
 
     def _set(self, key: str, value: Any, ttl_s: float | None = None) -> None:
-        self._kv[key] = _Expiring(value, time.monotonic() + ttl_s if ttl_s is not None else None)
+        self._kv[key] = _Expiring(value, self.clock() + ttl_s if ttl_s is not None else None)
         self._writes += 1
         if self._writes % 512 == 0:
             # Expired keys nobody reads again (old events, ended sessions) must not pile up for months.
-            now = time.monotonic()
+            now = self.clock()
             for stale in [key for key, entry in self._kv.items() if not entry.alive(now)]:
                 del self._kv[stale]
                 if stale.startswith("transcript:"):
