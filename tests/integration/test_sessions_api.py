@@ -164,7 +164,9 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
         assert supervisor.session(healthy["room_name"]) is not None
         question, rate = await espeak("what are your opening hours")
         await people[1].say(question, rate)
-        reply = settings.agent("agent-123").rules[0].reply  # type: ignore[union-attr]
+        healthy_agent = settings.agent("agent-123")
+        assert healthy_agent is not None
+        reply = healthy_agent.rules[0].reply
         await people[1].wait_for(lambda: reply in people[1].finals(agent=True), 30, "the healthy reply")
     finally:
         for person in people:
