@@ -40,8 +40,9 @@ from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip.events import WebhookRouter
 from voicebot.sip.provisioning import SipProvisioner
-from voicebot.store.redis_store import RedisStore
-from voicebot.store.state import InMemoryStore, StateStore
+from voicebot.store.base import StateStore
+from voicebot.store.memory import InMemoryStore
+from voicebot.store.redis import RedisStore
 
 log = structlog.get_logger(__name__)
 

@@ -390,8 +390,8 @@ def _build(cls: type[Any], table: Any, where: str) -> Any:
 
 
 def _value(key: str, value: Any, hint: Any) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)  # type: ignore[arg-type]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
         if not isinstance(value, list):

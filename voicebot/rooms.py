@@ -6,7 +6,6 @@ import secrets
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from livekit import api
@@ -15,7 +14,7 @@ from voicebot.config import AgentDefinition, Settings
 from voicebot.errors import LiveKitUnavailable, RoomNotFound, UnknownAgent, UnknownTrunk
 from voicebot.livekit import LiveKitGateway, RoomAccess
 from voicebot.sessions.cluster import Cluster
-from voicebot.store.state import RoomRecord, StateStore
+from voicebot.store.base import RoomRecord, SessionRecord, StateStore
 
 ROOM_PREFIX = "voicebot_"
 # Callers dialled out to get the same identity shape as livekit-sip gives callers who phone in.
@@ -83,7 +82,7 @@ class RoomService:
 
     async def send_agent(
         self, agent_id: str, room_name: str, *, phone_call: bool = False
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[SessionRecord, bool]:
         """Send an agent into an existing room; returns its session and whether it was started now.
 
         On a `phone_call` the agent greets once the call is answered, not when it joins.
@@ -91,7 +90,7 @@ class RoomService:
         agent = self.agent(agent_id)
         placement = await self._cluster.place(room_name)
         if not placement.new:
-            return await self._cluster.session_of(room_name, placement.process_id), False
+            return await self._cluster.session_of(room_name, agent.id, placement.process_id), False
         try:
             if not await self._livekit.room_exists(room_name):
                 raise RoomNotFound(room_name)
@@ -130,9 +129,7 @@ class RoomService:
             await self._discard_room(room_name)
             raise
         log.info("call_placed", room=room_name, agent=agent.id, trunk=trunk_name, call=call.sip_call_id)
-        return PlacedCall(
-            room_name, call.sip_call_id, call.participant_identity, str(session.get("session_id", ""))
-        )
+        return PlacedCall(room_name, call.sip_call_id, call.participant_identity, session.session_id)
 
     async def _discard_room(self, room_name: str) -> None:
         # Cleanup after a failure: the room may never have existed, and the first error is the one to report.

@@ -142,7 +142,7 @@ async def test_a_person_talks_to_an_agent_and_reads_the_transcript(
     await wait_for_no_sessions(supervisor)
     ended = await supervisor.state.session(session.room_name)
     assert ended is not None
-    assert ended["end_reason"] == "participants_left"
+    assert ended.end_reason == "participants_left"
     assert await page.locator("#agent-state").get_attribute("data-state") == "disconnected"
     livekit_host = urlsplit(server.app[LIVEKIT].public_url).netloc
     assert traffic.hosts() == {f"{server.host}:{server.port}", livekit_host}

@@ -13,7 +13,7 @@ from tests.conftest import eventually
 from tests.servers import API_KEY, API_SECRET, SharedState
 from tests.voice_client import VoiceClient, espeak
 from tests.voicebot_process import VoicebotProcess, start_voicebot
-from voicebot.store.redis_store import RedisStore
+from voicebot.store.redis import RedisStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 

@@ -99,7 +99,7 @@ async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
     await eventually(lambda: supervisor.session(room_name) is None, 15, "BYE to end the session")
     ended = await supervisor.state.session(room_name)
     assert ended is not None
-    assert ended["end_reason"] == "participants_left"
+    assert ended.end_reason == "participants_left"
     lines = await transcript(server, room_name)
     print(f"\nphone: {len(rtp.packets)} RTP packets, {rtp.loud_seconds():.2f} s loud; lines {lines}")
     assert lines[0]["speaker"] == "agent"
@@ -131,7 +131,7 @@ async def test_an_end_of_call_key_says_goodbye_and_hangs_up_the_caller(
     await eventually(lambda: supervisor.session(room_name) is None, 15, "the session to end")
     ended = await supervisor.state.session(room_name)
     assert ended is not None
-    assert ended["end_reason"] == "call_ended"
+    assert ended.end_reason == "call_ended"
     lines = await transcript(server, room_name)
     assert [line["text"] for line in lines][-2:] == ["[pressed 9]", "Thank you for calling. Goodbye."]
 

@@ -143,5 +143,5 @@ async def test_an_end_of_call_rule_says_goodbye_and_closes_the_room(
     assert "Thank you for calling. Goodbye." in person.finals(agent=True)
     ended = await client.app[SUPERVISOR].state.session(room["room_name"])
     assert ended is not None
-    assert ended["end_reason"] == "call_ended"
+    assert ended.end_reason == "call_ended"
     assert not await livekit.room_exists(room["room_name"])

@@ -163,14 +163,16 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
 
         ended = await supervisor.state.session(broken["room_name"])
         assert ended is not None
-        assert ended["end_reason"] == "failed"
-        assert "400" in (ended["error"] or "")
+        assert ended.end_reason == "failed"
+        assert "400" in (ended.error or "")
         assert any(e["event"] == "session_ended" and e["log_level"] == "error" for e in logs)
         assert supervisor.counters["failed"] == 1
         assert supervisor.session(healthy["room_name"]) is not None
         question, rate = await espeak("what are your opening hours")
         await people[1].say(question, rate)
-        reply = settings.agent("agent-123").rules[0].reply  # type: ignore[union-attr]
+        healthy_agent = settings.agent("agent-123")
+        assert healthy_agent is not None
+        reply = healthy_agent.rules[0].reply
         await people[1].wait_for(lambda: reply in people[1].finals(agent=True), 30, "the healthy reply")
     finally:
         for person in people:
@@ -190,7 +192,7 @@ async def test_an_agent_whose_room_nobody_joins_leaves_when_livekit_closes_it(
 
     ended = await supervisor.state.session(room["room_name"])
     assert ended is not None
-    assert ended["end_reason"] == "room_closed"
+    assert ended.end_reason == "room_closed"
     assert supervisor.session(room["room_name"]) is None
     assert not await livekit.room_exists(room["room_name"])
 

@@ -5,17 +5,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.clock import VirtualClock
 from tests.conftest import eventually
 from tests.servers import free_port
 from voicebot.embedded.redis_server import EmbeddedRedis
 from voicebot.errors import StateUnavailable
-from voicebot.store.redis_store import RedisStore
-from voicebot.store.state import InMemoryStore, RoomRecord, StateStore
+from voicebot.store.base import (
+    EndReason,
+    InvalidRecord,
+    RoomRecord,
+    SessionRecord,
+    StartJob,
+    StateStore,
+    StopJob,
+)
+from voicebot.store.memory import InMemoryStore
+from voicebot.store.redis import RedisStore
 from voicebot.store.transcripts import TranscriptLine
 
 pytestmark = pytest.mark.integration
@@ -23,27 +35,38 @@ pytestmark = pytest.mark.integration
 TTL = 0.4
 
 
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> AsyncIterator[StateStore]:
+async def store(
+    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, clock: VirtualClock
+) -> AsyncIterator[StateStore]:
     if request.param == "memory":
-        yield InMemoryStore()
+        yield InMemoryStore(clock=clock)
         return
     async with Redis.from_url(redis_server.url) as admin:
         await admin.flushall()
-    redis_store = RedisStore(redis_server.url)
+    redis_store = RedisStore(redis_server.url, clock=clock)
     yield redis_store
     await redis_store.aclose()
 
 
-def session(room: str, process: str = "p1", state: str = "listening") -> dict[str, object]:
-    return {
-        "room_name": room,
-        "agent_id": "faq",
-        "session_id": f"SS_{room}",
-        "process_id": process,
-        "state": state,
-        "started_at": time.time(),
-    }
+def session(room: str, process: str = "p1") -> SessionRecord:
+    return SessionRecord(
+        room_name=room,
+        agent_id="faq",
+        session_id=f"SS_{room}",
+        process_id=process,
+        state="listening",
+        started_at=time.time(),
+    )
+
+
+def ended(record: SessionRecord) -> SessionRecord:
+    return replace(record, state="ended", end_reason="stopped", ended_at=record.started_at + 1)
 
 
 async def test_a_room_goes_to_the_preferred_process_while_it_has_room_then_to_the_freest(
@@ -86,13 +109,16 @@ async def test_concurrent_placements_never_exceed_the_cluster_limit(store: State
     assert sorted(owners) == ["p1", "p1", "p2", "p2", "p2"]
 
 
-async def test_a_dead_processs_leases_lapse_and_its_rooms_can_be_adopted(store: StateStore) -> None:
+async def test_a_dead_processs_leases_lapse_and_its_rooms_can_be_adopted(
+    store: StateStore, clock: VirtualClock
+) -> None:
     await store.heartbeat("dead", 1, TTL)
     await store.heartbeat("alive", 1, 5)
     await store.place("room-1", "dead", TTL)
-    assert not await store.adopt("room-1", "alive", 5)
+    clock.advance(TTL - 0.01)
+    assert not await store.adopt("room-1", "alive", 5), "a lease holds until it ends"
 
-    await asyncio.sleep(TTL + 0.2)
+    clock.advance(0.02)
 
     assert await store.live_processes() == ["alive"]
     assert await store.owner("room-1") is None
@@ -101,12 +127,14 @@ async def test_a_dead_processs_leases_lapse_and_its_rooms_can_be_adopted(store: 
     assert not await store.renew("room-1", "dead", 5), "the old owner must learn it lost the room"
 
 
-async def test_renew_keeps_a_lease_and_release_frees_the_place(store: StateStore) -> None:
+async def test_renew_keeps_a_lease_and_release_frees_the_place(
+    store: StateStore, clock: VirtualClock
+) -> None:
     await store.heartbeat("p1", 1, 5)
     await store.place("room-1", "p1", TTL)
-    await asyncio.sleep(TTL / 2)
+    clock.advance(TTL / 2)
     assert await store.renew("room-1", "p1", TTL)
-    await asyncio.sleep(TTL / 2 + 0.05)
+    clock.advance(TTL / 2 + 0.05)
     assert await store.owner("room-1") == "p1"
 
     await store.release("room-1", "p1")
@@ -116,29 +144,39 @@ async def test_renew_keeps_a_lease_and_release_frees_the_place(store: StateStore
 
 
 async def test_jobs_reach_only_their_process_in_order(store: StateStore) -> None:
-    await store.push_job("p2", {"action": "start", "room_name": "a"})
-    await store.push_job("p2", {"action": "stop", "room_name": "a"})
+    start = StartJob(room_name="a", agent_id="faq", owns_room=True, phone_call=False)
+    stop = StopJob(room_name="a", reason="call_not_answered")
+    await store.push_job("p2", start)
+    await store.push_job("p2", stop)
 
     assert await store.pop_job("p1", 0.1) is None
-    assert await store.pop_job("p2", 1) == {"action": "start", "room_name": "a"}
-    assert await store.pop_job("p2", 1) == {"action": "stop", "room_name": "a"}
+    assert await store.pop_job("p2", 1) == start
+    assert await store.pop_job("p2", 1) == stop
+
+
+async def test_a_job_with_a_reason_this_code_does_not_know_is_refused_when_read(store: StateStore) -> None:
+    """A stop reason went unchecked from Redis to the session's end_reason: now reading it fails loudly."""
+    await store.push_job("p1", StopJob(room_name="a", reason=cast(EndReason, "bored")))
+
+    with pytest.raises(InvalidRecord, match="bored"):
+        await store.pop_job("p1", 1)
+    assert await store.pop_job("p1", 0.1) is None, "the refused job must not come back"
 
 
 async def test_sessions_are_listed_while_live_and_readable_after_they_end(store: StateStore) -> None:
-    await store.save_session(session("room-1"))
-    await store.save_session(session("room-2", "p2"))
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1", "room-2"]
+    first, second = session("room-1"), session("room-2", "p2")
+    await store.save_session(first)
+    await store.save_session(second)
+    assert await store.live_sessions() == [first, second]
 
-    await store.end_session({**session("room-1"), "state": "ended"}, 60)
+    await store.end_session(ended(first), 60)
 
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-2"]
-    ended = await store.session("room-1")
-    assert ended is not None
-    assert ended["state"] == "ended"
+    assert await store.live_sessions() == [second]
+    assert await store.session("room-1") == ended(first)
 
 
 async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_retention(
-    store: StateStore,
+    store: StateStore, clock: VirtualClock
 ) -> None:
     lines = [TranscriptLine("agent", "hello", 1.0), TranscriptLine("user", "hi", 2.0, {"e2e_latency": 0.5})]
     for line in lines:
@@ -147,8 +185,11 @@ async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_r
     assert await store.lines("room-1") == lines
     assert await store.lines("room-2") is None
     await store.close("room-1", 1)
-    await store.end_session({**session("room-1"), "state": "ended"}, 1)
-    await asyncio.sleep(1.3)
+    await store.end_session(ended(session("room-1")), 1)
+    clock.advance(1.3)
+    if isinstance(store, RedisStore):
+        # Retention is Redis's own key expiry, in real time; only leases and heartbeats follow the clock.
+        await asyncio.sleep(1.3)
     assert await store.lines("room-1") is None
     assert await store.session("room-1") is None
 
@@ -185,6 +226,6 @@ async def test_redis_writes_during_an_outage_are_kept_and_written_once_when_it_r
     lines = await store.lines("room-1")
     assert lines is not None
     assert [line.text for line in lines] == ["before", "during one", "during two"]
-    assert [s["room_name"] for s in await store.live_sessions()] == ["room-1"]
+    assert [s.room_name for s in await store.live_sessions()] == ["room-1"]
     await store.aclose()
     await redis_server.stop()

@@ -77,6 +77,7 @@ class ProviderPipelineFactory:
             options = {"voice_id": agent.tts.voice} if agent.tts.voice else {}
             if agent.tts.model:
                 options["model"] = agent.tts.model
+            # mypy checks **options against every parameter; it only ever holds voice_id and model (str).
             return elevenlabs.TTS(api_key=self._keys.eleven_api_key, **options)  # type: ignore[arg-type]
         from voicebot.providers.espeak_tts import EspeakTTS
 

@@ -27,7 +27,7 @@ from voicebot.api.keys import (
     SUPERVISOR,
 )
 from voicebot.errors import StateUnavailable
-from voicebot.store.redis_store import RedisStore
+from voicebot.store.redis import RedisStore
 
 
 async def livekit_health(request: web.Request) -> web.Response:
@@ -118,6 +118,7 @@ async def _redis_report(app: web.Application) -> dict[str, Any]:
     try:
         # The state store's own connections are the ones that matter; pinging them also flushes what
         # an outage left waiting.
+        # client is not None here: without it and without a Redis store we returned above.
         await (store.ping() if isinstance(store, RedisStore) else client.ping())  # type: ignore[union-attr]
     except (RedisError, OSError, StateUnavailable) as exc:
         return {"configured": True, "reachable": False, "error": str(exc) or type(exc).__name__}

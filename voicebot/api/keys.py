@@ -14,7 +14,7 @@ from voicebot.sessions.cluster import Cluster
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip.events import WebhookRouter
 from voicebot.sip.provisioning import SipProvisioner
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 
 SETTINGS = web.AppKey("settings", Settings)
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)

@@ -17,14 +17,16 @@ async def job_notification(request: web.Request) -> web.Response:
     agent_id = require_identifier(body, "agent_id")
     room_name = require_identifier(body, "room_name")
     info, started = await request.app[ROOMS].send_agent(agent_id, room_name)
-    payload = {**info, "status": "started" if started else "already_running"}
+    payload = {**info.to_json(), "status": "started" if started else "already_running"}
     return web.json_response(payload, status=202 if started else 200)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     """Every live session, of whichever process runs it."""
     sessions = await request.app[STATE].live_sessions()
-    return web.json_response({"sessions": sessions, "limit": request.app[SUPERVISOR].limit})
+    return web.json_response(
+        {"sessions": [s.to_json() for s in sessions], "limit": request.app[SUPERVISOR].limit}
+    )
 
 
 async def stop_session(request: web.Request) -> web.Response:
@@ -33,7 +35,7 @@ async def stop_session(request: web.Request) -> web.Response:
     info = await request.app[CLUSTER].stop_session(room_name)
     if info is None:
         raise SessionNotFound(room_name)
-    return web.json_response(info)
+    return web.json_response(info.to_json())
 
 
 async def transcript(request: web.Request) -> web.Response:
@@ -47,8 +49,8 @@ async def transcript(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "room_name": room_name,
-            "live": session is not None and session.get("state") != "ended",
-            "session": session,
+            "live": session is not None and session.live,
+            "session": session.to_json() if session is not None else None,
             "lines": [line.as_json() for line in lines],
         }
     )

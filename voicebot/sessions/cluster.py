@@ -8,20 +8,69 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from contextlib import suppress
-from typing import Any
+from dataclasses import replace
+from typing import Protocol
 
 import structlog
 from livekit import api
 
 from voicebot.config import AgentDefinition, Settings
 from voicebot.errors import LiveKitUnavailable, SessionLimitReached, StateUnavailable, UnknownAgent
-from voicebot.livekit import LiveKitGateway
-from voicebot.sessions.session import EndReason
-from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.store.state import Placement, StateStore
+from voicebot.sessions.session import SessionInfo
+from voicebot.store.base import (
+    EndReason,
+    InvalidRecord,
+    Job,
+    Placement,
+    SessionRecord,
+    StartJob,
+    StateStore,
+    StopJob,
+)
+from voicebot.store.transcripts import TranscriptLine
 
 log = structlog.get_logger(__name__)
+
+
+class LocalSessions(Protocol):
+    """What the cluster asks of this process's SessionSupervisor."""
+
+    @property
+    def process_id(self) -> str:
+        """This process."""
+
+    @property
+    def limit(self) -> int:
+        """How many sessions this process may run at once."""
+
+    def live(self) -> list[SessionInfo]:
+        """Every live session of this process."""
+
+    async def ensure_running(
+        self,
+        agent: AgentDefinition,
+        room_name: str,
+        *,
+        owns_room: bool,
+        phone_call: bool = False,
+        history: Sequence[TranscriptLine] = (),
+    ) -> SessionInfo:
+        """The room's session, started now unless one is already starting or running there."""
+
+    async def stop(self, room_name: str, reason: EndReason = "stopped") -> SessionInfo | None:
+        """Stop the room's session once its agent has left; None if there is none."""
+
+
+class RoomLookup(Protocol):
+    """What the cluster asks of LiveKit (LiveKitGateway): who is still in a room."""
+
+    async def room_exists(self, name: str) -> bool:
+        """Whether the server has an open room with this name."""
+
+    async def participants(self, room_name: str) -> list[api.ParticipantInfo]:
+        """Everyone in the room now."""
 
 
 def new_process_id() -> str:
@@ -37,8 +86,8 @@ class Cluster:
         self,
         settings: Settings,
         store: StateStore,
-        supervisor: SessionSupervisor,
-        livekit: LiveKitGateway,
+        supervisor: LocalSessions,
+        livekit: RoomLookup,
         *,
         takes_over: bool,
     ) -> None:
@@ -93,69 +142,54 @@ class Cluster:
         *,
         owns_room: bool,
         phone_call: bool,
-    ) -> dict[str, Any]:
+    ) -> SessionRecord:
         """Start the agent where it was placed: here, or by a job for the process that holds the lease."""
         if placement.process_id == self.process_id:
-            return await self._start_here(agent, room_name, owns_room=owns_room, phone_call=phone_call)
-        job = {
-            "action": "start",
-            "room_name": room_name,
-            "agent_id": agent.id,
-            "owns_room": owns_room,
-            "phone_call": phone_call,
-        }
+            info = await self._supervisor.ensure_running(
+                agent, room_name, owns_room=owns_room, phone_call=phone_call
+            )
+            return info.record()
+        job = StartJob(room_name=room_name, agent_id=agent.id, owns_room=owns_room, phone_call=phone_call)
         # Recorded before the job is sent: should that process die before it runs the job, the room is
         # an orphan like any other and another process takes it over.
-        starting = {**job, "process_id": placement.process_id, "state": "starting", "started_at": time.time()}
+        starting = SessionRecord(
+            room_name=room_name, agent_id=agent.id, process_id=placement.process_id, started_at=time.time()
+        )
         await self._store.save_session(starting)
         await self._store.push_job(placement.process_id, job)
         log.info("agent_sent_to_process", room=room_name, agent=agent.id, process=placement.process_id)
         return starting
 
-    async def session_of(self, room_name: str, process_id: str, within_s: float = 10) -> dict[str, Any]:
+    async def session_of(
+        self, room_name: str, agent_id: str, process_id: str, within_s: float = 10
+    ) -> SessionRecord:
         """The room's live session once whichever process runs it has recorded it."""
         with suppress(TimeoutError):
             async with asyncio.timeout(within_s):
                 while True:
                     session = await self._store.session(room_name)
-                    if session is not None and session.get("state") != "ended":
+                    if session is not None and session.live:
                         return session
                     await asyncio.sleep(0.05)
-        return {"room_name": room_name, "process_id": process_id, "state": "starting"}
+        return SessionRecord(
+            room_name=room_name, agent_id=agent_id, process_id=process_id, started_at=time.time()
+        )
 
-    async def stop_session(self, room_name: str, reason: EndReason = "stopped") -> dict[str, Any] | None:
+    async def stop_session(self, room_name: str, reason: EndReason = "stopped") -> SessionRecord | None:
         """Stop a room's session wherever it runs; the ended session, or None if none was live."""
         info = await self._supervisor.stop(room_name, reason)
         if info is not None:
-            return info.as_json()
+            return info.record()
         owner = await self._store.owner(room_name)
         if owner is None or owner == self.process_id:
             return None
-        await self._store.push_job(owner, {"action": "stop", "room_name": room_name, "reason": reason})
+        await self._store.push_job(owner, StopJob(room_name=room_name, reason=reason))
         async with asyncio.timeout(self._settings.sessions.drain_timeout_s + 5):
             while True:
                 record = await self._store.session(room_name)
-                if record is None or record.get("state") == "ended":
+                if record is None or not record.live:
                     return record
                 await asyncio.sleep(0.1)
-
-    async def _start_here(
-        self,
-        agent: AgentDefinition,
-        room_name: str,
-        *,
-        owns_room: bool,
-        phone_call: bool,
-        history: list[Any] | None = None,
-    ) -> dict[str, Any]:
-        slot, new = self._supervisor.claim(room_name)
-        if not new:
-            session = await asyncio.shield(slot.session)
-            return session.info.as_json()
-        session = await self._supervisor.start(
-            agent, slot, owns_room=owns_room, phone_call=phone_call, history=history or ()
-        )
-        return session.info.as_json()
 
     async def _beat(self) -> None:
         await self._store.heartbeat(self.process_id, self._supervisor.limit, self._lease_ttl_s)
@@ -185,31 +219,41 @@ class Cluster:
             except StateUnavailable:
                 await asyncio.sleep(self._beat_s)
                 continue
+            except InvalidRecord as exc:
+                # Sent by code that writes jobs differently (another version): refused, never guessed at.
+                log.error("job_rejected", error=str(exc))
+                continue
             if job is not None:
-                await self._run_job(job)
+                await self.run_job(job)
 
-    async def _run_job(self, job: dict[str, Any]) -> None:
-        room_name = str(job.get("room_name", ""))
+    async def run_job(self, job: Job) -> None:
+        """Carry out a job another process sent; a start that fails is recorded as an ended session."""
+        if isinstance(job, StopJob):
+            await self._supervisor.stop(job.room_name, job.reason)
+            return
         try:
-            if job.get("action") == "stop":
-                await self._supervisor.stop(room_name, job.get("reason", "stopped"))
-                return
-            agent = self._settings.agent(str(job.get("agent_id", "")))
+            agent = self._settings.agent(job.agent_id)
             if agent is None:
-                raise UnknownAgent(str(job.get("agent_id")))
-            await self._start_here(
-                agent, room_name, owns_room=bool(job.get("owns_room")), phone_call=bool(job.get("phone_call"))
+                raise UnknownAgent(job.agent_id)
+            await self._supervisor.ensure_running(
+                agent, job.room_name, owns_room=job.owns_room, phone_call=job.phone_call
             )
         except Exception as exc:
-            log.error("job_failed", job=job, error=str(exc))
-            await self.release(room_name, self.process_id)
+            log.error("job_failed", job=job.to_json(), error=str(exc))
+            await self.release(job.room_name, self.process_id)
             now = time.time()
-            failed = {**job, "process_id": self.process_id, "state": "ended", "end_reason": "failed"}
+            failed = SessionRecord(
+                room_name=job.room_name,
+                agent_id=job.agent_id,
+                process_id=self.process_id,
+                state="ended",
+                started_at=now,
+                ended_at=now,
+                end_reason="failed",
+                error=str(exc),
+            )
             with suppress(StateUnavailable):
-                await self._store.end_session(
-                    {**failed, "error": str(exc), "started_at": now, "ended_at": now},
-                    self._settings.sessions.transcript_retention_s,
-                )
+                await self._store.end_session(failed, self._settings.sessions.transcript_retention_s)
 
     async def _orphans(self) -> None:
         while True:
@@ -221,30 +265,32 @@ class Cluster:
             if not settled:
                 continue
             try:
-                await self._take_over_orphans()
+                await self.take_over_orphans()
             except (StateUnavailable, LiveKitUnavailable) as exc:
                 log.warning("takeover_scan_failed", reason=str(exc))
 
-    async def _take_over_orphans(self) -> None:
+    async def take_over_orphans(self) -> None:
+        """Adopt each live session whose process is dead and whose room nobody leases: carry it on if
+        someone is still in the room, else record it as ended (owner_lost)."""
         alive = set(await self._store.live_processes())
         for record in await self._store.live_sessions():
-            room_name = record["room_name"]
-            if record.get("process_id") in alive or await self._store.owner(room_name) is not None:
+            room_name = record.room_name
+            if record.process_id in alive or await self._store.owner(room_name) is not None:
                 continue
             if not await self._store.adopt(room_name, self.process_id, self._lease_ttl_s):
                 continue
             await self._take_over(record)
 
-    async def _take_over(self, record: dict[str, Any]) -> None:
-        room_name = record["room_name"]
-        bound = log.bind(room=room_name, from_process=record.get("process_id"))
+    async def _take_over(self, record: SessionRecord) -> None:
+        room_name = record.room_name
+        bound = log.bind(room=room_name, from_process=record.process_id)
         humans = []
         if await self._livekit.room_exists(room_name):
             participants = await self._livekit.participants(room_name)
             humans = [p for p in participants if p.kind != api.ParticipantInfo.Kind.AGENT]
-        agent = self._settings.agent(record["agent_id"])
+        agent = self._settings.agent(record.agent_id)
         if not humans or agent is None:
-            ended = {**record, "state": "ended", "end_reason": "owner_lost", "ended_at": time.time()}
+            ended = replace(record, state="ended", end_reason="owner_lost", ended_at=time.time())
             retention = self._settings.sessions.transcript_retention_s
             await self._store.end_session(ended, retention)
             await self._store.close(room_name, retention)
@@ -257,7 +303,7 @@ class Cluster:
         owns_room = await self._store.room(room_name) is not None
         started = time.monotonic()
         try:
-            info = await self._start_here(
+            info = await self._supervisor.ensure_running(
                 agent, room_name, owns_room=owns_room, phone_call=False, history=history
             )
         except Exception:
@@ -265,7 +311,7 @@ class Cluster:
             raise
         bound.info(
             "session_taken_over",
-            session=info["session_id"],
+            session=info.session_id,
             lines=len(history),
             start_ms=round((time.monotonic() - started) * 1000, 1),
         )

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from livekit import api, rtc
@@ -26,7 +26,7 @@ from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
-from voicebot.store.state import StateStore
+from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
 log = structlog.get_logger(__name__)
@@ -34,22 +34,10 @@ log = structlog.get_logger(__name__)
 # livekit-sip's attribute on a phone participant: dialing, ringing, active, hangup.
 SIP_CALL_STATUS = "sip.callStatus"
 
-EndReason = Literal[
-    "room_closed",
-    "participants_left",
-    "stopped",
-    "call_ended",
-    "call_not_answered",
-    "failed",
-    "shutdown",
-    "lease_lost",
-    "owner_lost",
-]
-
 
 @dataclass
 class SessionInfo:
-    """What the API shows of a session."""
+    """A live session's record, updated as it goes; `record()` is what the store and the API see."""
 
     session_id: str
     room_name: str
@@ -58,14 +46,14 @@ class SessionInfo:
     started_at: float
     process_id: str = ""
     """The voicebot process that runs the agent."""
-    state: str = "starting"
+    state: SessionState = "starting"
     ended_at: float | None = None
     end_reason: EndReason | None = None
     error: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        """The session as the API returns it."""
-        return asdict(self)
+    def record(self) -> SessionRecord:
+        """The session as it is now, for the store and the API."""
+        return SessionRecord(**asdict(self))
 
 
 @dataclass
@@ -141,7 +129,7 @@ class RoomSession:
                 # We stand in for the worker, so we run the clean-up it runs when a job ends.
                 self._job_cleanup = job_ctx._on_cleanup
                 session = self._agent_session()
-                self._spawn(self._state.save_session(self.info.as_json()))
+                self._spawn(self._state.save_session(self.info.record()))
                 await session.start(
                     agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
@@ -255,7 +243,7 @@ class RoomSession:
             # Closing the AgentSession may still report a state; the record must keep saying "ended".
             return
         self.info.state = event.new_state
-        self._spawn(self._state.save_session(self.info.as_json()))
+        self._spawn(self._state.save_session(self.info.record()))
         self._log.debug("agent_state_changed", state=event.new_state)
 
     def _on_conversation_item(self, event: ConversationItemAddedEvent) -> None:
@@ -321,7 +309,7 @@ class RoomSession:
             self._log.exception("session_cleanup_failed")
         finally:
             await self._state.close(info.room_name, self._retention_s)
-            await self._state.end_session(info.as_json(), self._retention_s)
+            await self._state.end_session(info.record(), self._retention_s)
             await self._give_up_lease()
         duration = round(info.ended_at - info.started_at, 3)
         if info.end_reason == "failed":

@@ -14,8 +14,8 @@ from voicebot.agents.pipeline import PipelineFactory
 from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
-from voicebot.sessions.session import EndReason, RoomSession, SessionInfo
-from voicebot.store.state import StateStore
+from voicebot.sessions.session import RoomSession, SessionInfo
+from voicebot.store.base import EndReason, StateStore
 from voicebot.store.transcripts import TranscriptLine
 
 log = structlog.get_logger(__name__)
@@ -94,6 +94,23 @@ class SessionSupervisor:
                 slot.session.set_exception(error or RuntimeError("the session did not start"))
                 # The claimant saw the error already; this stops asyncio warning it was never retrieved.
                 slot.session.exception()
+
+    async def ensure_running(
+        self,
+        agent: AgentDefinition,
+        room_name: str,
+        *,
+        owns_room: bool,
+        phone_call: bool = False,
+        history: Sequence[TranscriptLine] = (),
+    ) -> SessionInfo:
+        """The room's session, started now unless one is already starting or running there."""
+        slot, new = self.claim(room_name)
+        if not new:
+            session = await asyncio.shield(slot.session)
+            return session.info
+        session = await self.start(agent, slot, owns_room=owns_room, phone_call=phone_call, history=history)
+        return session.info
 
     async def start(
         self,

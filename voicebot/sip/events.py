@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import structlog
 from livekit import api
 
@@ -10,12 +12,15 @@ from voicebot.errors import SessionLimitReached, VoicebotError
 from voicebot.livekit import LiveKitGateway
 from voicebot.rooms import ROOM_PREFIX, RoomService
 from voicebot.sip.provisioning import AGENT_ATTRIBUTE
-from voicebot.store.state import StateStore
+from voicebot.store.base import StateStore
 
 # LiveKit retries a webhook it got no answer to for minutes at most; ids are remembered for an hour.
 EVENT_MEMORY_S = 3600
 
 log = structlog.get_logger(__name__)
+
+WebhookOutcome = Literal["duplicate", "ignored", "refused", "failed", "agent_started", "agent_present"]
+"""What was done with an event: the webhook response's `outcome`."""
 
 
 class WebhookRouter:
@@ -29,7 +34,7 @@ class WebhookRouter:
         self._livekit = livekit
         self._state = state
 
-    async def handle(self, event: api.WebhookEvent) -> str:
+    async def handle(self, event: api.WebhookEvent) -> WebhookOutcome:
         """Act on one event; returns what was done, for the response and the log."""
         # Whichever process LiveKit delivers (or redelivers) the event to, only the first acts on it.
         if event.id and not await self._state.first_delivery(event.id, EVENT_MEMORY_S):
@@ -38,7 +43,7 @@ class WebhookRouter:
             return await self._phone_caller_joined(event.room.name, event.participant)
         return "ignored"
 
-    async def _phone_caller_joined(self, room_name: str, caller: api.ParticipantInfo) -> str:
+    async def _phone_caller_joined(self, room_name: str, caller: api.ParticipantInfo) -> WebhookOutcome:
         agent_id = caller.attributes.get(AGENT_ATTRIBUTE) or self._agent_of(room_name)
         bound = log.bind(room=room_name, caller=caller.identity, agent=agent_id)
         if agent_id is None:
@@ -54,7 +59,7 @@ class WebhookRouter:
         except VoicebotError as exc:
             bound.warning("phone_call_not_served", reason=str(exc))
             return "failed"
-        bound.info("phone_caller_joined", session=info.get("session_id"), started=started)
+        bound.info("phone_caller_joined", session=info.session_id, started=started)
         return "agent_started" if started else "agent_present"
 
     def _agent_of(self, room_name: str) -> str | None:

@@ -45,6 +45,8 @@ class _Named(Protocol):
     name: str
     metadata: str
 
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
 
 Item = TypeVar("Item", bound=_Named)
 
@@ -107,7 +109,7 @@ def outbound_trunk(trunk: OutboundTrunk) -> api.SIPOutboundTrunkInfo:
 def _fingerprinted(item: Item) -> Item:
     # The server may not echo every field back (passwords), so a digest of what we asked for, kept in
     # the item's metadata, is what tells whether the config changed since the last run.
-    digest = hashlib.sha256(item.SerializeToString(deterministic=True)).hexdigest()[:16]  # type: ignore[attr-defined]
+    digest = hashlib.sha256(item.SerializeToString(deterministic=True)).hexdigest()[:16]
     item.metadata = json.dumps({"managed_by": "voicebot", "config": digest})
     return item
 

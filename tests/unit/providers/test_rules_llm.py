@@ -37,10 +37,10 @@ def test_the_first_matching_rule_wins() -> None:
     assert match_rule(AGENT.rules, "opening hours, and a message") == HOURS
 
 
-async def reply(rules_llm: RulesLLM, *turns: tuple[str, str]) -> tuple[str, list[str]]:
+async def reply(rules_llm: RulesLLM, *turns: tuple[llm.ChatRole, str]) -> tuple[str, list[str]]:
     chat_ctx = llm.ChatContext()
     for role, text in turns:
-        chat_ctx.add_message(role=role, content=text)  # type: ignore[arg-type]
+        chat_ctx.add_message(role=role, content=text)
     chunks: list[str] = []
     async with rules_llm.chat(chat_ctx=chat_ctx) as stream:
         async for chunk in stream:

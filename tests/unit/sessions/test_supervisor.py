@@ -7,13 +7,14 @@ import pytest
 from voicebot.config import SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.sessions.supervisor import SessionSupervisor
-from voicebot.store.state import InMemoryStore
+from voicebot.store.memory import InMemoryStore
 
 
 def supervisor(limit: int = 2, retention_s: int = 60) -> SessionSupervisor:
     settings = SessionSettings(max_concurrent=limit, transcript_retention_s=retention_s)
     return SessionSupervisor(
         settings,
+        # Claims and releases never reach LiveKit or build a pipeline; None makes any that did fail loudly.
         livekit=None,  # type: ignore[arg-type]
         pipelines=None,  # type: ignore[arg-type]
         state=InMemoryStore(),

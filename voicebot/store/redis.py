@@ -1,6 +1,6 @@
 """The shared state in Redis (redis.asyncio), for several voicebot processes; writes survive an outage.
 
-Keys, all under `voicebot:`: proc (zset of heartbeat deadlines), cap (hash of capacities), lease:<room>,
+Keys, all under `voicebot:`: proc (zset of heartbeat deadlines), cap (hash of capacities), hold:<room>,
 owned:<process> (set of rooms), live (set of rooms with a live session), session:<room> (JSON),
 room:<room> (JSON), tx:<room> (a stream, one entry per line) with txids:<room> (line ids already written),
 jobs:<process> (list), event:<id>.
@@ -14,8 +14,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import Any, TypeVar, cast
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -23,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from voicebot.errors import StateUnavailable
-from voicebot.store.state import Placement, RoomRecord
+from voicebot.store.base import Clock, Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
 from voicebot.store.transcripts import TranscriptLine
 
 P = "voicebot:"
@@ -31,12 +32,26 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
-# Rooms a process holds, counting only leases that still exist and are its own; stale ones are dropped.
-_HELD = """
-local function held(process)
+# Leases are judged by the callers' clock (the injected `clock`, ms passed as ARGV `now`), as heartbeats
+# already were: a lease is a hash {owner, until} that counts only while `until` > now. So a process's
+# tests can move time on instead of waiting, and every judgement of a lease uses the same clock as the
+# heartbeats it is weighed against (processes must keep their clocks in sync, e.g. NTP, as before). The
+# key's own expiry is only a safety net, generously later than `until`, so the keys of processes that
+# are gone still go away. The key is hold:<room> rather than the old lease:<room> (a plain string with a
+# server-side TTL), so a leftover key of the old shape is never read as a hash.
+_SAFETY_NET_MS = 60_000
+
+_HELD = f"""
+local function owner_of(room, now)
+  local lease = redis.call('HMGET', 'voicebot:hold:' .. room, 'owner', 'until')
+  if lease[1] and tonumber(lease[2]) > tonumber(now) then return lease[1] end
+  return false
+end
+-- Rooms a process holds, counting only leases that are current and its own; stale ones are dropped.
+local function held(process, now)
   local count = 0
   for _, room in ipairs(redis.call('SMEMBERS', 'voicebot:owned:' .. process)) do
-    if redis.call('GET', 'voicebot:lease:' .. room) == process then
+    if owner_of(room, now) == process then
       count = count + 1
     else
       redis.call('SREM', 'voicebot:owned:' .. process, room)
@@ -44,11 +59,13 @@ local function held(process)
   end
   return count
 end
-local function free(process)
-  return tonumber(redis.call('HGET', 'voicebot:cap', process) or '0') - held(process)
+local function free(process, now)
+  return tonumber(redis.call('HGET', 'voicebot:cap', process) or '0') - held(process, now)
 end
-local function lease(room, process, ttl)
-  redis.call('SET', 'voicebot:lease:' .. room, process, 'PX', ttl)
+local function lease(room, process, now, ttl)
+  local key = 'voicebot:hold:' .. room
+  redis.call('HSET', key, 'owner', process, 'until', tonumber(now) + tonumber(ttl))
+  redis.call('PEXPIRE', key, tonumber(ttl) + {_SAFETY_NET_MS})
   redis.call('SADD', 'voicebot:owned:' .. process, room)
 end
 """
@@ -57,47 +74,52 @@ end
 _PLACE = (
     _HELD
     + """
-local owner = redis.call('GET', 'voicebot:lease:' .. ARGV[1])
+local owner = owner_of(ARGV[1], ARGV[3])
 if owner then return {owner, 0} end
 redis.call('ZREMRANGEBYSCORE', 'voicebot:proc', '-inf', ARGV[3])
 local best, most = false, 0
-if redis.call('ZSCORE', 'voicebot:proc', ARGV[2]) and free(ARGV[2]) > 0 then
+if redis.call('ZSCORE', 'voicebot:proc', ARGV[2]) and free(ARGV[2], ARGV[3]) > 0 then
   best = ARGV[2]
 else
   for _, process in ipairs(redis.call('ZRANGE', 'voicebot:proc', 0, -1)) do
-    local room_left = free(process)
+    local room_left = free(process, ARGV[3])
     if room_left > most then best, most = process, room_left end
   end
 end
 if not best then return {false, 0} end
-lease(ARGV[1], best, ARGV[4])
+lease(ARGV[1], best, ARGV[3], ARGV[4])
 return {best, 1}
 """
 )
 
-# ARGV: room, process, lease ms.
+# ARGV: room, process, now ms, lease ms.
 _ADOPT = (
     _HELD
     + """
-if redis.call('EXISTS', 'voicebot:lease:' .. ARGV[1]) == 1 or free(ARGV[2]) <= 0 then return 0 end
-lease(ARGV[1], ARGV[2], ARGV[3])
+if owner_of(ARGV[1], ARGV[3]) or free(ARGV[2], ARGV[3]) <= 0 then return 0 end
+lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
 )
 
+# ARGV: room, process, now ms, lease ms.
 _RENEW = (
     _HELD
     + """
-local owner = redis.call('GET', 'voicebot:lease:' .. ARGV[1])
+local owner = owner_of(ARGV[1], ARGV[3])
 if owner and owner ~= ARGV[2] then return 0 end
-lease(ARGV[1], ARGV[2], ARGV[3])
+lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
 )
 
+# ARGV: room, now ms.
+_OWNER = _HELD + "return owner_of(ARGV[1], ARGV[2])"
+
+# ARGV: room, process. A lapsed lease of the process's own is removed too.
 _RELEASE = """
-if redis.call('GET', 'voicebot:lease:' .. ARGV[1]) == ARGV[2] then
-  redis.call('DEL', 'voicebot:lease:' .. ARGV[1])
+if redis.call('HGET', 'voicebot:hold:' .. ARGV[1], 'owner') == ARGV[2] then
+  redis.call('DEL', 'voicebot:hold:' .. ARGV[1])
 end
 redis.call('SREM', 'voicebot:owned:' .. ARGV[2], ARGV[1])
 return 1
@@ -114,12 +136,48 @@ return 1
 """
 
 
-class RedisStore:
+# The writes an outage may hold back, told apart by their `kind`: a transcript line, a live session, an
+# ended one, and a closed transcript.
+@dataclass(frozen=True, kw_only=True)
+class _AppendLine:
+    kind: Literal["line"] = field(default="line", init=False)
+    room_name: str
+    line_id: str
+    """Chosen once, so a retry after a lost reply is recognised and not written twice."""
+    line: TranscriptLine
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SaveSession:
+    kind: Literal["session"] = field(default="session", init=False)
+    session: SessionRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EndSession:
+    kind: Literal["ended"] = field(default="ended", init=False)
+    session: SessionRecord
+    retention_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _CloseTranscript:
+    kind: Literal["close"] = field(default="close", init=False)
+    room_name: str
+    retention_s: float
+
+
+_Write = _AppendLine | _SaveSession | _EndSession | _CloseTranscript
+
+
+class RedisStore(StateStore):
     """State shared by every process on one Redis; what cannot be written during an outage is kept in
     order and written when Redis answers again."""
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 2.0, clock: Clock = time.time) -> None:
         self.url = url
+        # Wall-clock time: deadlines written by one process are read by others.
+        self._clock = clock
         self._redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         # Jobs wait on BLPOP; a connection of their own keeps them from holding up everything else.
         self._jobs_redis = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout_s)
@@ -127,9 +185,10 @@ class RedisStore:
         self._adopt = self._redis.register_script(_ADOPT)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._owner = self._redis.register_script(_OWNER)
         self._append = self._redis.register_script(_APPEND)
-        # Writes that failed, oldest first: (kind, payload). Flushed in order before any new write.
-        self._outbox: deque[tuple[str, Any]] = deque()
+        # Writes that failed, oldest first. Flushed in order before any new write.
+        self._outbox: deque[_Write] = deque()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -146,6 +205,9 @@ class RedisStore:
             raise StateUnavailable(f"Redis at {self._safe_url()} did not answer: {exc}") from exc
         return result
 
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
     def _safe_url(self) -> str:
         # Never log a password that may sit in the URL.
         return self.url.split("@")[-1]
@@ -155,7 +217,7 @@ class RedisStore:
         await self._flush()
 
     async def heartbeat(self, process_id: str, capacity: int, ttl_s: float) -> None:
-        deadline_ms = int((time.time() + ttl_s) * 1000)
+        deadline_ms = int((self._clock() + ttl_s) * 1000)
 
         async def beat() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -167,12 +229,12 @@ class RedisStore:
         await self._flush()
 
     async def live_processes(self) -> list[str]:
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms()
         members = await self._call(lambda: self._redis.zrangebyscore(f"{P}proc", now_ms, "+inf"))
         return sorted(_text(m) for m in members)
 
     async def place(self, room_name: str, prefer: str, ttl_s: float) -> Placement | None:
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms()
         args: list[str | int] = [room_name, prefer, now_ms, int(ttl_s * 1000)]
         # Not retried: a second try after a lost reply would see the room as already placed.
         owner, new = await self._call(lambda: self._place(args=args), idempotent=False)
@@ -181,30 +243,31 @@ class RedisStore:
         return Placement(_text(owner), new=bool(new))
 
     async def adopt(self, room_name: str, process_id: str, ttl_s: float) -> bool:
-        args: list[str | int] = [room_name, process_id, int(ttl_s * 1000)]
+        args: list[str | int] = [room_name, process_id, self._now_ms(), int(ttl_s * 1000)]
         return bool(await self._call(lambda: self._adopt(args=args), idempotent=False))
 
     async def renew(self, room_name: str, process_id: str, ttl_s: float) -> bool:
-        return bool(await self._call(lambda: self._renew(args=[room_name, process_id, int(ttl_s * 1000)])))
+        args: list[str | int] = [room_name, process_id, self._now_ms(), int(ttl_s * 1000)]
+        return bool(await self._call(lambda: self._renew(args=args)))
 
     async def release(self, room_name: str, process_id: str) -> None:
         await self._call(lambda: self._release(args=[room_name, process_id]))
 
     async def owner(self, room_name: str) -> str | None:
-        owner = await self._call(lambda: self._redis.get(f"{P}lease:{room_name}"))
+        args: list[str | int] = [room_name, self._now_ms()]
+        owner = await self._call(lambda: self._owner(args=args))
         return _text(owner) if owner else None
 
-    async def push_job(self, process_id: str, job: dict[str, Any]) -> None:
-        await self._call(
-            lambda: self._redis.rpush(f"{P}jobs:{process_id}", json.dumps(job)), idempotent=False
-        )
+    async def push_job(self, process_id: str, job: Job) -> None:
+        payload = json.dumps(job.to_json())
+        await self._call(lambda: self._redis.rpush(f"{P}jobs:{process_id}", payload), idempotent=False)
 
-    async def pop_job(self, process_id: str, timeout_s: float) -> dict[str, Any] | None:
+    async def pop_job(self, process_id: str, timeout_s: float) -> Job | None:
         async def pop() -> Any:
             return await self._jobs_redis.blpop([f"{P}jobs:{process_id}"], timeout=timeout_s)
 
         popped = await self._call(pop, idempotent=False)
-        return cast(dict[str, Any], json.loads(popped[1])) if popped else None
+        return job_from_json(json.loads(popped[1])) if popped else None
 
     async def save_room(self, room: RoomRecord) -> None:
         await self._call(lambda: self._redis.set(f"{P}room:{room.room_name}", json.dumps(asdict(room))))
@@ -213,28 +276,28 @@ class RedisStore:
         raw = await self._call(lambda: self._redis.get(f"{P}room:{room_name}"))
         return RoomRecord(**json.loads(raw)) if raw else None
 
-    async def save_session(self, session: dict[str, Any]) -> None:
-        await self._write("session", dict(session))
+    async def save_session(self, session: SessionRecord) -> None:
+        await self._write(_SaveSession(session=session))
 
-    async def end_session(self, session: dict[str, Any], retention_s: float) -> None:
-        await self._write("ended", (dict(session), retention_s))
+    async def end_session(self, session: SessionRecord, retention_s: float) -> None:
+        await self._write(_EndSession(session=session, retention_s=retention_s))
 
-    async def session(self, room_name: str) -> dict[str, Any] | None:
+    async def session(self, room_name: str) -> SessionRecord | None:
         raw = await self._call(lambda: self._redis.get(f"{P}session:{room_name}"))
-        return cast(dict[str, Any], json.loads(raw)) if raw else None
+        return SessionRecord.from_json(json.loads(raw)) if raw else None
 
-    async def live_sessions(self) -> list[dict[str, Any]]:
+    async def live_sessions(self) -> list[SessionRecord]:
         async def read() -> list[Any]:
             rooms = sorted(_text(r) for r in await self._redis.smembers(f"{P}live"))
             if not rooms:
                 return []
             return list(await self._redis.mget([f"{P}session:{room}" for room in rooms]))
 
-        sessions = [json.loads(raw) for raw in await self._call(read) if raw]
-        return sorted(sessions, key=lambda s: s["started_at"])
+        sessions = [SessionRecord.from_json(json.loads(raw)) for raw in await self._call(read) if raw]
+        return sorted(sessions, key=lambda s: s.started_at)
 
     async def append(self, room_name: str, line: TranscriptLine) -> None:
-        await self._write("line", (room_name, uuid.uuid4().hex, line))
+        await self._write(_AppendLine(room_name=room_name, line_id=uuid.uuid4().hex, line=line))
 
     async def lines(self, room_name: str) -> list[TranscriptLine] | None:
         async def read() -> tuple[int, list[Any]]:
@@ -250,7 +313,7 @@ class RedisStore:
         return [TranscriptLine(**json.loads(fields[b"line"])) for _, fields in entries]
 
     async def close(self, room_name: str, retention_s: float) -> None:
-        await self._write("close", (room_name, retention_s))
+        await self._write(_CloseTranscript(room_name=room_name, retention_s=retention_s))
 
     async def first_delivery(self, event_id: str, ttl_s: float) -> bool:
         return bool(
@@ -272,9 +335,9 @@ class RedisStore:
         """Writes waiting for Redis to come back."""
         return len(self._outbox)
 
-    async def _write(self, kind: str, payload: Any) -> None:
+    async def _write(self, write: _Write) -> None:
         """Write now if Redis answers and nothing older waits; otherwise queue it, in order, for later."""
-        self._outbox.append((kind, payload))
+        self._outbox.append(write)
         try:
             await self._flush()
         except StateUnavailable:
@@ -283,8 +346,8 @@ class RedisStore:
     async def _flush(self) -> None:
         async with self._lock:
             while self._outbox:
-                kind, payload = self._outbox[0]
-                await self._call(lambda kind=kind, payload=payload: self._apply(kind, payload))  # type: ignore[misc]
+                write = self._outbox[0]
+                await self._call(partial(self._apply, write))
                 self._outbox.popleft()
 
     def _ensure_flusher(self) -> None:
@@ -301,28 +364,31 @@ class RedisStore:
                 continue
         log.info("state_flushed")
 
-    async def _apply(self, kind: str, payload: Any) -> None:
-        if kind == "line":
-            room_name, line_id, line = payload
-            await self._append(args=[room_name, line_id, json.dumps(asdict(line))])
-        elif kind == "session":
+    async def _apply(self, write: _Write) -> None:
+        if write.kind == "line":
+            line_json = json.dumps(asdict(write.line))
+            await self._append(args=[write.room_name, write.line_id, line_json])
+        elif write.kind == "session":
+            room_name = write.session.room_name
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{P}session:{payload['room_name']}", json.dumps(payload))
-                pipe.sadd(f"{P}live", payload["room_name"])
+                pipe.set(f"{P}session:{room_name}", json.dumps(write.session.to_json()))
+                pipe.sadd(f"{P}live", room_name)
                 await pipe.execute()
-        elif kind == "ended":
-            session, retention_s = payload
+        elif write.kind == "ended":
+            room_name = write.session.room_name
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{P}session:{session['room_name']}", json.dumps(session), ex=int(retention_s))
-                pipe.srem(f"{P}live", session["room_name"])
+                pipe.set(
+                    f"{P}session:{room_name}", json.dumps(write.session.to_json()), ex=int(write.retention_s)
+                )
+                pipe.srem(f"{P}live", room_name)
                 await pipe.execute()
-        elif kind == "close":
-            room_name, retention_s = payload
+        else:
+            room_name, retention_s = write.room_name, int(write.retention_s)
             async with self._redis.pipeline(transaction=True) as pipe:
                 # A transcript with no lines yet still answers (empty) until it expires.
                 pipe.sadd(f"{P}txids:{room_name}", "")
-                pipe.expire(f"{P}tx:{room_name}", int(retention_s))
-                pipe.expire(f"{P}txids:{room_name}", int(retention_s))
+                pipe.expire(f"{P}tx:{room_name}", retention_s)
+                pipe.expire(f"{P}txids:{room_name}", retention_s)
                 await pipe.execute()
 
 
