@@ -111,6 +111,8 @@ async def test_the_session_ends_when_the_person_leaves_and_its_transcript_stays(
 async def test_sessions_are_listed_with_their_state_and_can_be_stopped(
     client: Client, call: tuple[VoiceClient, dict[str, str]]
 ) -> None:
+    """Regression: the session was recorded only after the agent had joined and built its pipeline, so a
+    person who already saw the agent could find no session listed."""
     person, room = call
     await person.wait_for(lambda: bool(person.agents()), 15, "the agent to join")
 

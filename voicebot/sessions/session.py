@@ -119,6 +119,8 @@ class RoomSession:
         """Join, converse, leave. Never raises for a failure inside the session: it is recorded."""
         room = rtc.Room()
         session: AgentSession[None] | None = None
+        # Recorded before joining: whoever sees the agent in the room must also find its session listed.
+        self._spawn(self._state.save_session(self.info.record()))
         try:
             await room.connect(self._livekit.url, self._token())
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
@@ -129,7 +131,6 @@ class RoomSession:
                 # We stand in for the worker, so we run the clean-up it runs when a job ends.
                 self._job_cleanup = job_ctx._on_cleanup
                 session = self._agent_session()
-                self._spawn(self._state.save_session(self.info.record()))
                 await session.start(
                     agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
