@@ -12,8 +12,7 @@ from redis.asyncio import Redis
 
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
 from voicebot.api import agents, calls, health, page, rooms, sessions, webhooks
-from voicebot.api.errors import error_middleware, request_log_middleware
-from voicebot.api.keys import (
+from voicebot.api.app_keys import (
     CLUSTER,
     EMBEDDED,
     LIVEKIT,
@@ -28,6 +27,7 @@ from voicebot.api.keys import (
     SUPERVISOR,
     WEBHOOKS,
 )
+from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import Settings
 from voicebot.embedded.runner import LOOPBACK

@@ -77,7 +77,8 @@ class StopSignals:
         self._first: signal.Signals | None = None
         self._stopped = threading.Event()
         self._watchdog: threading.Thread | None = None
-        self._previous: dict[signal.Signals, object] = {}
+        # typeshed's name for what signal.signal() returns and takes.
+        self._previous: dict[signal.Signals, signal._HANDLER] = {}
 
     @property
     def received(self) -> signal.Signals | None:
@@ -92,7 +93,7 @@ class StopSignals:
     def uninstall(self) -> None:
         """Give the signals back to their previous handlers."""
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)  # type: ignore[arg-type]
+            signal.signal(signum, previous)
         self._previous.clear()
 
     def stopped(self) -> None:

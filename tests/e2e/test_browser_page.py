@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.conftest import changed, eventually, make_settings
 from tests.e2e.conftest import chromium_args, chromium_path
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports
-from voicebot.api.keys import LIVEKIT, SUPERVISOR
+from voicebot.api.app_keys import LIVEKIT, SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary

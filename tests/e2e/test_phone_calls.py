@@ -17,7 +17,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.conftest import eventually, make_settings
 from tests.servers import SipStack, free_port
 from tests.sipp import RtpSink, callee_scenario, finished, hang_up_scenario, start_sipp, uac_pcap_scenario
-from voicebot.api.keys import SUPERVISOR
+from voicebot.api.app_keys import SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import InboundRoute, OutboundTrunk, RedisSettings, Settings
 from voicebot.livekit import LiveKitGateway

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from livekit import rtc
 
 from tests.voice_client import VoiceClient, espeak, rms
-from voicebot.api.keys import SUPERVISOR
+from voicebot.api.app_keys import SUPERVISOR
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.providers.sphinx_stt import SphinxSTT

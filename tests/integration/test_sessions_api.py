@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpClient
 from tests.conftest import changed, eventually
 from tests.voice_client import VoiceClient, espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
-from voicebot.api.keys import SUPERVISOR
+from voicebot.api.app_keys import SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import AgentDefinition, Settings
 from voicebot.livekit import LiveKitGateway

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from voicebot.api.keys import LIVEKIT
+from voicebot.api.app_keys import LIVEKIT
 from voicebot.api.page import STATIC_DIR
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 
 from tests.servers import API_KEY, API_SECRET
-from voicebot.api.keys import SUPERVISOR
+from voicebot.api.app_keys import SUPERVISOR
 from voicebot.livekit import LiveKitGateway
 from voicebot.sip.provisioning import AGENT_ATTRIBUTE
 

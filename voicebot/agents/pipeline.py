@@ -72,13 +72,13 @@ class ProviderPipelineFactory:
     def _tts(self, agent: AgentDefinition) -> tts.TTS[Any]:
         choice = agent.tts.provider
         if choice == "elevenlabs" or (choice == "auto" and self._keys.eleven_api_key):
+            from livekit.agents import NOT_GIVEN
             from livekit.plugins import elevenlabs
 
-            options = {"voice_id": agent.tts.voice} if agent.tts.voice else {}
-            if agent.tts.model:
-                options["model"] = agent.tts.model
-            # mypy checks **options against every parameter; it only ever holds voice_id and model (str).
-            return elevenlabs.TTS(api_key=self._keys.eleven_api_key, **options)  # type: ignore[arg-type]
+            voice = elevenlabs.TTS(api_key=self._keys.eleven_api_key)
+            # Unset options keep the plugin's own defaults.
+            voice.update_options(voice_id=agent.tts.voice or NOT_GIVEN, model=agent.tts.model or NOT_GIVEN)
+            return voice
         from voicebot.providers.espeak_tts import EspeakTTS
 
         return EspeakTTS(voice=agent.tts.voice or "en-us", speed_wpm=agent.tts.speed_wpm)

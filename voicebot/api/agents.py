@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from voicebot.api.keys import SETTINGS
+from voicebot.api.app_keys import SETTINGS
 
 
 async def list_agents(request: web.Request) -> web.Response:

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from voicebot.api.app_keys import SETTINGS
 from voicebot.api.errors import ApiError
-from voicebot.api.keys import SETTINGS
 from voicebot.config import IDENTIFIER_PATTERN
 
 

@@ -6,9 +6,9 @@ import re
 
 from aiohttp import web
 
+from voicebot.api.app_keys import ROOMS, SETTINGS, SIP
 from voicebot.api.body import read_json_object, require_identifier
 from voicebot.api.errors import ApiError
-from voicebot.api.keys import ROOMS, SETTINGS, SIP
 
 # A phone number (+15550100) or a SIP user part; nothing that could smuggle a URI parameter.
 CALLEE_PATTERN = re.compile(r"\+?[0-9A-Za-z*#._-]{1,64}")

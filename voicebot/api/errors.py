@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from voicebot.api.keys import SETTINGS
+from voicebot.api.app_keys import SETTINGS
 from voicebot.errors import VoicebotError
 
 log = structlog.get_logger(__name__)

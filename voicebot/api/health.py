@@ -13,8 +13,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from voicebot import __version__
-from voicebot.api.errors import error_response
-from voicebot.api.keys import (
+from voicebot.api.app_keys import (
     CLUSTER,
     EMBEDDED,
     LIVEKIT,
@@ -26,6 +25,7 @@ from voicebot.api.keys import (
     STATE,
     SUPERVISOR,
 )
+from voicebot.api.errors import error_response
 from voicebot.errors import StateUnavailable
 from voicebot.store.redis import RedisStore
 
@@ -112,14 +112,14 @@ async def _sip_report(app: web.Application) -> dict[str, Any]:
 
 async def _redis_report(app: web.Application) -> dict[str, Any]:
     store, client = app[STATE], app.get(REDIS)
-    if client is None and not isinstance(store, RedisStore):
+    # The state store's own connections are the ones that matter; pinging them also flushes what
+    # an outage left waiting.
+    ping = store.ping if isinstance(store, RedisStore) else client.ping if client is not None else None
+    if ping is None:
         return {"configured": False}
     started = time.perf_counter()
     try:
-        # The state store's own connections are the ones that matter; pinging them also flushes what
-        # an outage left waiting.
-        # client is not None here: without it and without a Redis store we returned above.
-        await (store.ping() if isinstance(store, RedisStore) else client.ping())  # type: ignore[union-attr]
+        await ping()
     except (RedisError, OSError, StateUnavailable) as exc:
         return {"configured": True, "reachable": False, "error": str(exc) or type(exc).__name__}
     return {"configured": True, "reachable": True, "rtt_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from voicebot.api.keys import LIVEKIT
+from voicebot.api.app_keys import LIVEKIT
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from voicebot.api.app_keys import ROOMS
 from voicebot.api.body import read_json_object, require_identifier
-from voicebot.api.keys import ROOMS
 
 
 async def create_room(request: web.Request) -> web.Response:

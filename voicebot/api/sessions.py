@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from voicebot.api.app_keys import CLUSTER, ROOMS, STATE, SUPERVISOR
 from voicebot.api.body import read_json_object, require_identifier
 from voicebot.api.errors import ApiError
-from voicebot.api.keys import CLUSTER, ROOMS, STATE, SUPERVISOR
 from voicebot.config import IDENTIFIER_PATTERN
 from voicebot.errors import SessionNotFound
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from livekit import api
 
+from voicebot.api.app_keys import SETTINGS, WEBHOOKS
 from voicebot.api.errors import ApiError
-from voicebot.api.keys import SETTINGS, WEBHOOKS
 
 WEBHOOK_PATH = "/api/livekit/webhook"
 

@@ -1,4 +1,4 @@
-"""Typed keys for what the application object holds."""
+"""Typed keys for what the aiohttp application object holds (not API keys: those are in config)."""
 
 from __future__ import annotations
 
