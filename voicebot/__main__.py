@@ -1,10 +1,11 @@
-"""Command line: `serve` runs the API (and LiveKit when none is configured); `token` prints a join token."""
+"""Command line: `serve` runs the API (and LiveKit if none is set); `token` and `keys` print credentials."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import sys
 from dataclasses import replace
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from voicebot.config import ConfigError, Settings, load_settings
 from voicebot.embedded.runner import EmbeddedProgramError
+from voicebot.exposure import check_exposure
 from voicebot.livekit import join_grants, sign_token
 from voicebot.logs import configure_logging
 from voicebot.shutdown import StopSignals
@@ -55,13 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--room", required=True, help="room name")
     token.add_argument("--identity", required=True, help="participant identity")
     token.add_argument("--ttl", type=int, default=None, help="seconds the token is valid")
+    commands.add_parser(
+        "keys", help="print a fresh API key and LiveKit key pair as lines of an env file (.env)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        print(fresh_keys())
+        return 0
 
     config_path: Path = args.config
     try:
         settings = load_settings(config_path, os.environ)
         if args.command == "serve":
             settings = _with_listen_address(settings, args.host, args.port)
+            check_exposure(settings)
     except ConfigError as exc:
         print(f"voicebot: config error in {config_path}: {exc}", file=sys.stderr)
         return 2
@@ -80,6 +89,18 @@ def _with_listen_address(settings: Settings, host: str | None, port: int | None)
         port=port if port is not None else settings.server.port,
     )
     return replace(settings, server=server)
+
+
+def fresh_keys() -> str:
+    """VOICEBOT_AUTH_API_KEYS, LIVEKIT_API_KEY and LIVEKIT_API_SECRET lines with new random values."""
+    # URL-safe base64 carries no comma (the API key list's separator), quote or space.
+    return "\n".join(
+        [
+            f"VOICEBOT_AUTH_API_KEYS={secrets.token_urlsafe(32)}",
+            f"LIVEKIT_API_KEY=API{secrets.token_hex(6)}",
+            f"LIVEKIT_API_SECRET={secrets.token_urlsafe(36)}",
+        ]
+    )
 
 
 def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> str:
@@ -105,6 +126,16 @@ def _serve(settings: Settings) -> int:
         return 1
 
 
+def _try_line(settings: Settings) -> str:
+    """A curl command that creates a room; the key itself is never printed."""
+    host, port = settings.server.host, settings.server.port
+    bearer = " -H 'Authorization: Bearer <your API key>'" if settings.auth.api_keys else ""
+    return (
+        f"curl -X POST http://{host}:{port}/api/livekit/create-room -H 'Content-Type: application/json'"
+        f'{bearer} -d \'{{"agent_id":"agent-123"}}\''
+    )
+
+
 async def _run(app: web.Application, settings: Settings) -> int:
     """Serve `app` until SIGTERM or SIGINT, then stop in order: HTTP, sessions, rooms, livekit-server."""
     log = structlog.get_logger("voicebot")
@@ -127,8 +158,7 @@ async def _run(app: web.Application, settings: Settings) -> int:
         await web.TCPSite(runner, host, port).start()
         if not stop_requested.is_set():
             print(f"voicebot serving on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
-            body = '{"agent_id":"agent-123"}'
-            print(f"  try: curl -X POST http://{host}:{port}/api/livekit/create-room -d '{body}'", flush=True)
+            print(f"  try: {_try_line(settings)}", flush=True)
             await stop_requested.wait()
     finally:
         await runner.cleanup()

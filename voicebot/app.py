@@ -27,7 +27,9 @@ from voicebot.api.app_keys import (
     SUPERVISOR,
     WEBHOOKS,
 )
+from voicebot.api.auth import auth_middleware
 from voicebot.api.errors import error_middleware, request_log_middleware
+from voicebot.api.guards import content_type_guard, host_guard, origin_guard
 from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import Settings
 from voicebot.embedded.runner import LOOPBACK
@@ -53,9 +55,17 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     `pipelines` chooses each session's models; by default the providers named in config.toml.
     """
     # The body limit sits in front of every handler; errors.py turns a breach into a JSON 413.
+    # The guards run in this order: Host, Origin, API key, then the body's media type.
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_log_middleware, error_middleware],
+        middlewares=[
+            request_log_middleware,
+            error_middleware,
+            host_guard(settings.server),
+            origin_guard(settings.server),
+            auth_middleware(settings),
+            content_type_guard,
+        ],
     )
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()

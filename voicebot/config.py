@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -40,6 +41,15 @@ class ServerSettings:
     port: int = 8001
     max_body_bytes: int = 16 * 1024
     """Request bodies above this size get 413; the API's bodies are a few hundred bytes."""
+    public_url: str = ""
+    """The address people reach voicebot at behind a proxy (https://bot.example.com): its host is an
+    allowed Host, and its origin counts as voicebot's own."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (no port) requests may name besides the bind host, localhost, 127.0.0.1 and public_url's."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (scheme://host[:port]) of other sites whose pages may call the API."""
+    trusted_proxies: tuple[str, ...] = ()
+    """IPs or CIDRs of proxies whose X-Forwarded-For names the client (for the create-room rate limit)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,18 @@ class RedisSettings:
     another process takes the room over once it lapses."""
     heartbeat_s: float = 0.5
     """How often a process renews its heartbeat and leases, and looks for rooms to take over."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may use the API: bearer keys, and what an anonymous caller may still do."""
+
+    api_keys: tuple[str, ...] = ()
+    """Keys accepted in `Authorization: Bearer <key>`; empty serves loopback only, with no key asked."""
+    public_create_room: bool = False
+    """Let anonymous callers create rooms (and list agents), for a site that embeds the page."""
+    create_room_per_minute: int = 6
+    """Anonymous create-room requests one client IP may make per minute, with public_create_room."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +255,7 @@ class Settings:
 
     server: ServerSettings = field(default_factory=ServerSettings)
     livekit: LiveKitSettings = field(default_factory=LiveKitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
@@ -249,6 +272,7 @@ class Settings:
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "livekit": LiveKitSettings,
+    "auth": AuthSettings,
     "redis": RedisSettings,
     "logging": LoggingSettings,
     "sessions": SessionSettings,
@@ -312,7 +336,7 @@ def _section(name: str, cls: type[Any], table: Any, environ: Mapping[str, str]) 
         if env_name in environ:
             values[key] = _from_env(env_name, environ[env_name], hints[key])
         elif key in table:
-            values[key] = _typed(full_key, table[key], hints[key])
+            values[key] = _value(full_key, table[key], hints[key])
     return cls(**values)
 
 
@@ -433,6 +457,30 @@ def _validate(settings: Settings) -> None:
     if not settings.agents:
         raise ConfigError("agents", "define at least one agent with [[agents]]")
     _validate_sip(settings)
+    _validate_exposure(settings)
+
+
+def _validate_exposure(settings: Settings) -> None:
+    """[auth] and the [server] keys that decide who may reach the API."""
+    auth, server = settings.auth, settings.server
+    for index, key in enumerate(auth.api_keys):
+        if not key or any(c.isspace() or c == "," for c in key):
+            raise ConfigError(f"auth.api_keys[{index}]", "must be non-empty, without spaces or commas")
+    if auth.create_room_per_minute < 1:
+        raise ConfigError("auth.create_room_per_minute", "must be at least 1")
+    if server.public_url and not re.fullmatch(r"https?://[^/?#\s]+/?", server.public_url):
+        raise ConfigError("server.public_url", "must be http(s)://host[:port], e.g. https://bot.example.com")
+    for index, origin in enumerate(server.allowed_origins):
+        if not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise ConfigError(f"server.allowed_origins[{index}]", f"{origin!r} must be scheme://host[:port]")
+    for index, host in enumerate(server.allowed_hosts):
+        if not host or any(c in host for c in "/: \t"):
+            raise ConfigError(f"server.allowed_hosts[{index}]", f"{host!r} must be a host name without port")
+    for index, proxy in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies[{index}]", f"{proxy!r} is not an IP or CIDR") from None
 
 
 def _validate_sip(settings: Settings) -> None:
@@ -492,6 +540,9 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
 
 
 def _from_env(name: str, text: str, hint: Any) -> Any:
+    if typing.get_origin(hint) is tuple:
+        # A list in one variable: comma-separated, as in VOICEBOT_AUTH_API_KEYS=key1,key2.
+        return tuple(item.strip() for item in text.split(",") if item.strip())
     expected = _base_type(hint)
     try:
         if expected is bool:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 Client = TestClient[Any, Any]
 CREATE_ROOM = "/api/livekit/create-room"
+JSON = {"Content-Type": "application/json"}
 
 
 async def expect_error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -78,7 +79,7 @@ async def small_limit_client(aiohttp_client: AiohttpClient, settings: Settings) 
 async def test_a_body_over_the_limit_gets_413(small_limit_client: Client) -> None:
     big = b'{"agent_id": "agent-123", "padding": "' + b"x" * 2048 + b'"}'
 
-    response = await small_limit_client.post(CREATE_ROOM, data=big)
+    response = await small_limit_client.post(CREATE_ROOM, data=big, headers=JSON)
 
     await expect_error(response, 413, "body_too_large")
 
@@ -90,7 +91,9 @@ async def test_a_chunked_body_over_the_limit_gets_413(small_limit_client: Client
             yield b"x" * 1024
         yield b'"}'
 
-    response = await small_limit_client.post(CREATE_ROOM, data=payload.AsyncIterablePayload(chunks()))
+    response = await small_limit_client.post(
+        CREATE_ROOM, data=payload.AsyncIterablePayload(chunks()), headers=JSON
+    )
 
     await expect_error(response, 413, "body_too_large")
 

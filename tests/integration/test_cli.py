@@ -101,7 +101,9 @@ async def test_serve_runs_its_own_livekit_and_stops_it_on_exit(
     process, port, lk_ports = served
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            f"http://127.0.0.1:{port}/api/livekit/create-room", data='{"agent_id":"agent-123"}'
+            f"http://127.0.0.1:{port}/api/livekit/create-room",
+            data='{"agent_id":"agent-123"}',
+            headers={"Content-Type": "application/json"},
         ) as response:
             assert response.status == 200
             body = await response.json()

@@ -25,6 +25,7 @@ from voicebot.api.app_keys import (
     STATE,
     SUPERVISOR,
 )
+from voicebot.api.auth import is_authenticated
 from voicebot.api.errors import error_response
 from voicebot.errors import StateUnavailable
 from voicebot.store.redis import RedisStore
@@ -57,6 +58,10 @@ async def livekit_health(request: web.Request) -> web.Response:
         status = "degraded"
     else:
         status = "unavailable" if not probe.reachable else "degraded" if degraded else "ok"
+    http_status = 200 if probe.reachable else 503
+    if not is_authenticated(request):
+        # Without a key, nothing that maps the deployment: no pid, version, URLs, hosts or errors.
+        return web.json_response({"status": status}, status=http_status)
     report = {
         "status": status,
         "process": {
@@ -72,7 +77,7 @@ async def livekit_health(request: web.Request) -> web.Response:
         "cluster": _cluster_report(request.app),
         "embedded": {name: asdict(child) for name, child in children.items()},
     }
-    return web.json_response(report, status=200 if probe.reachable else 503)
+    return web.json_response(report, status=http_status)
 
 
 def _cluster_report(app: web.Application) -> dict[str, Any]:
@@ -133,9 +138,11 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Answers 200 only while new rooms can be served: LiveKit reachable, and Redis too when configured."""
     probe = await request.app[LIVEKIT].probe()
+    redis = await _redis_report(request.app) if probe.reachable else {}
+    if (not probe.reachable or redis.get("reachable") is False) and not is_authenticated(request):
+        return web.json_response({"status": "not_ready"}, status=503)
     if not probe.reachable:
         return error_response(503, "not_ready", f"the LiveKit server is unreachable: {probe.error}")
-    redis = await _redis_report(request.app)
     if redis.get("reachable") is False:
         return error_response(503, "not_ready", f"Redis is unreachable: {redis.get('error')}")
     return web.json_response({"status": "ready"})

@@ -1,0 +1,175 @@
+"""API keys: every /api endpoint asks for `Authorization: Bearer <key>` once keys are configured."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import time
+import warnings
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+
+import structlog
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from voicebot.api.errors import ApiError
+from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.config import Settings
+
+log = structlog.get_logger(__name__)
+
+# Plain string keys, as other code reads them with request.get("api_key_id", "anonymous").
+API_KEY_ID = "api_key_id"
+ANONYMOUS = "anonymous"
+# True when no keys are configured or the request carried a valid one: health shows its detail.
+AUTHENTICATED = web.RequestKey("authenticated", bool)
+
+HEALTH_PATH = "/api/livekit/health"
+CREATE_ROOM_PATH = "/api/livekit/create-room"
+# What `[auth] public_create_room` opens to anonymous callers.
+PUBLIC_ROUTES = frozenset({("POST", CREATE_ROOM_PATH), ("GET", "/api/agents")})
+RATE_WINDOW_S = 60.0
+# Clients the rate limiter remembers at once; the least recently seen are forgotten first.
+MAX_TRACKED_CLIENTS = 10_000
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def key_id(key: str) -> str:
+    """A short fingerprint that names a key in logs and limits without revealing it."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def matching_key(presented: str, keys: Sequence[str]) -> str | None:
+    """The configured key equal to `presented`, compared in constant time against every key."""
+    found = None
+    for key in keys:
+        # No early exit: the time taken says nothing about which key, or how much of one, matched.
+        if hmac.compare_digest(presented.encode(), key.encode()):
+            found = key
+    return found
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer` header; "" for another scheme, None with no header."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_authenticated(request: web.Request) -> bool:
+    """Whether the caller may see detail: no keys are configured, or it sent a valid one."""
+    return bool(request.get(AUTHENTICATED, False))
+
+
+def _in_networks(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_ip(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
+    """The caller's address: the peer's, or from X-Forwarded-For when the peer is a trusted proxy.
+
+    X-Forwarded-For is read from the right, past the trusted proxies, since anything to the left of
+    them is whatever the client chose to write.
+    """
+    peer = request.remote or ""
+    if not _in_networks(peer, trusted_proxies):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _in_networks(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+class RateLimiter:
+    """At most `limit` events per client in any `window_s`, a sliding window kept in memory."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def take(self, client: str) -> int | None:
+        """Count one event; None when allowed, else the whole seconds until the client may try again."""
+        now = self._clock()
+        events = self._events.pop(client, None) or deque()
+        while events and events[0] <= now - self.window_s:
+            events.popleft()
+        self._events[client] = events
+        if len(self._events) > MAX_TRACKED_CLIENTS:
+            self._events.popitem(last=False)
+        if len(events) >= self.limit:
+            return max(1, math.ceil(events[0] + self.window_s - now))
+        events.append(now)
+        return None
+
+
+def _set_key_id(request: web.Request, value: str) -> None:
+    # aiohttp recommends typed RequestKeys; this one is a plain string because other modules read it so.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        request[API_KEY_ID] = value
+
+
+def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Middleware:
+    """401 without a valid key on /api, except the webhook (signed) and health (reduced without a key)."""
+    auth = settings.auth
+    keys = auth.api_keys
+    proxies = [ipaddress.ip_network(proxy, strict=False) for proxy in settings.server.trusted_proxies]
+    limiter = RateLimiter(auth.create_room_per_minute, RATE_WINDOW_S, clock)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _set_key_id(request, ANONYMOUS)
+        request[AUTHENTICATED] = not keys
+        if not keys:
+            # Without keys voicebot refuses to serve anywhere but loopback (exposure.py).
+            return await handler(request)
+        token = bearer_token(request)
+        key = matching_key(token, keys) if token else None
+        if key is not None:
+            _set_key_id(request, key_id(key))
+            request[AUTHENTICATED] = True
+            return await handler(request)
+        path = request.path
+        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH):
+            return await handler(request)
+        if token is None and auth.public_create_room and (request.method, path) in PUBLIC_ROUTES:
+            if path == CREATE_ROOM_PATH:
+                retry_after_s = limiter.take(client_ip(request, proxies))
+                if retry_after_s is not None:
+                    log.info("request_rate_limited", limit_per_minute=limiter.limit)
+                    raise ApiError(
+                        429,
+                        "rate_limited",
+                        f"at most {limiter.limit} rooms a minute may be created without an API key",
+                        headers={"Retry-After": str(retry_after_s)},
+                    )
+            return await handler(request)
+        log.info("request_unauthorized", reason="no_key" if token is None else "wrong_key")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this endpoint needs an API key: send Authorization: Bearer <key>"
+            if token is None
+            else "the API key was not accepted",
+            headers={hdrs.WWW_AUTHENTICATE: "Bearer"},
+        )
+
+    return middleware
