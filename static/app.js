@@ -30,7 +30,43 @@ const el = {
   agentLevel: document.getElementById("agent-level"),
   latency: document.getElementById("latency"),
   transcript: document.getElementById("transcript"),
+  keyForm: document.getElementById("key-form"),
+  apiKey: document.getElementById("api-key"),
 };
+
+// A server with API keys answers 401 until the page sends one; it is kept for this tab only.
+const KEY_STORAGE = "voicebot.apiKey";
+/** The question for a key on screen, shared by every request that needs its answer. */
+let keyAsked = null;
+
+function askForKey(message) {
+  if (keyAsked === null) {
+    keyAsked = new Promise((resolve) => {
+      showStatus("warning", message);
+      el.keyForm.hidden = false;
+      el.apiKey.value = "";
+      el.apiKey.focus();
+      el.keyForm.addEventListener(
+        "submit",
+        (event) => {
+          event.preventDefault();
+          sessionStorage.setItem(KEY_STORAGE, el.apiKey.value.trim());
+          el.apiKey.value = "";
+          el.keyForm.hidden = true;
+          keyAsked = null;
+          resolve();
+        },
+        { once: true },
+      );
+    });
+  }
+  return keyAsked;
+}
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
 
 /** The call in progress, or null between calls. */
 let call = null;
@@ -58,14 +94,26 @@ class PageError extends Error {}
 
 async function apiRequest(method, path, body) {
   let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new PageError("The voicebot server cannot be reached. Is it running?");
+  for (;;) {
+    try {
+      response = await fetch(path, {
+        method,
+        headers: { ...authHeaders(), ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new PageError("The voicebot server cannot be reached. Is it running?");
+    }
+    if (response.status !== 401) {
+      break;
+    }
+    const rejected = sessionStorage.getItem(KEY_STORAGE) !== null;
+    sessionStorage.removeItem(KEY_STORAGE);
+    await askForKey(
+      rejected
+        ? "That API key was not accepted. Enter another one."
+        : "This server needs an API key: enter it below.",
+    );
   }
   let payload = null;
   try {
