@@ -251,3 +251,40 @@ async def test_losing_livekit_mid_call_is_shown_as_reconnecting_then_as_a_droppe
         assert traffic.console_errors == []
     finally:
         await livekit.stop()
+
+
+async def test_with_api_keys_the_page_asks_once_for_a_key_then_holds_a_call(
+    aiohttp_server: AiohttpServer, settings: Settings, page: Page
+) -> None:
+    key = "browser-test-key-5c2e81"
+    server = await aiohttp_server(create_app(changed(settings, "auth", api_keys=(key,))))
+    supervisor = server.app[SUPERVISOR]
+    traffic = watch(page)
+    await page.goto(str(server.make_url("/")))
+    status = page.locator("#status")
+    await expect(status).to_contain_text("needs an API key")
+
+    await page.get_by_label("API key").fill("not-the-key")
+    await page.click("#use-key")
+    await expect(status).to_contain_text("not accepted")
+    await page.get_by_label("API key").fill(key)
+    await page.click("#use-key")
+
+    await expect(page.locator("#agent option")).to_have_count(2)
+    await expect(page.locator("#key-form")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.getItem('voicebot.apiKey')") == key
+    await page.select_option("#agent", "agent-123")
+    await page.click("#connect")
+    await expect(status).to_contain_text("Connected to", timeout=15_000)
+    agent = page.locator('#transcript li[data-speaker="agent"] .text')
+    await expect(agent.filter(has_text="through to reception")).to_have_count(1, timeout=TURN_MS)
+    assert [s.agent_id for s in supervisor.live()] == ["agent-123"]
+    await page.click("#disconnect")
+    await expect(status).to_contain_text("Disconnected")
+    await wait_for_no_sessions(supervisor)
+
+    # The tab remembers the key: a reload asks for nothing.
+    await page.reload()
+    await expect(page.locator("#agent option")).to_have_count(2)
+    await expect(page.locator("#key-form")).to_be_hidden()
+    assert traffic.console_errors == []
