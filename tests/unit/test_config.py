@@ -141,3 +141,33 @@ def test_shipped_sip_section_routes_the_reception_line_and_is_off_by_default() -
     reception = settings.agent("agent-123")
     assert reception is not None
     assert {digit for rule in reception.rules for digit in rule.digits} == {"1", "2", "9"}
+
+
+def test_api_keys_come_from_a_comma_separated_variable_or_a_toml_list() -> None:
+    from_env = parse_settings(raw(), {"VOICEBOT_AUTH_API_KEYS": " key-one, key-two ,,"})
+    from_file = parse_settings(raw(auth={"api_keys": ["key-one"]}), {})
+    trusted = parse_settings(raw(), {"VOICEBOT_SERVER_TRUSTED_PROXIES": "10.0.0.1,192.168.0.0/16"})
+
+    assert from_env.auth.api_keys == ("key-one", "key-two")
+    assert from_file.auth.api_keys == ("key-one",)
+    assert trusted.server.trusted_proxies == ("10.0.0.1", "192.168.0.0/16")
+    assert parse_settings(raw(), {}).auth.create_room_per_minute == 6
+
+
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [
+        ({"auth": {"api_keys": "one-key"}}, "auth.api_keys"),
+        ({"auth": {"api_keys": ["a key"]}}, "auth.api_keys[0]"),
+        ({"auth": {"create_room_per_minute": 0}}, "auth.create_room_per_minute"),
+        ({"server": {"trusted_proxies": ["not-an-ip"]}}, "server.trusted_proxies[0]"),
+        ({"server": {"allowed_origins": ["app.example.com"]}}, "server.allowed_origins[0]"),
+        ({"server": {"allowed_hosts": ["bot.example.com:443"]}}, "server.allowed_hosts[0]"),
+        ({"server": {"public_url": "bot.example.com"}}, "server.public_url"),
+    ],
+)
+def test_bad_auth_and_guard_settings_name_the_key(sections: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(raw(**sections), {})
+
+    assert error.value.key == key

@@ -1,0 +1,34 @@
+"""The pieces of api/auth.py: key matching, fingerprints and the rate limiter's window."""
+
+from __future__ import annotations
+
+from voicebot.api.auth import RateLimiter, key_id, matching_key
+
+
+def test_a_key_matches_whichever_configured_key_it_equals() -> None:
+    keys = ("first-key", "second-key")
+
+    assert matching_key("second-key", keys) == "second-key"
+    assert matching_key("second-ke", keys) is None
+    assert matching_key("second-key ", keys) is None
+    assert matching_key("", keys) is None
+
+
+def test_a_fingerprint_is_short_stable_and_not_the_key() -> None:
+    assert key_id("first-key") == key_id("first-key")
+    assert len(key_id("first-key")) == 12
+    assert key_id("first-key") != key_id("second-key")
+
+
+def test_the_rate_limit_is_a_sliding_minute_per_client() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(2, 60.0, clock=lambda: now[0])
+
+    assert limiter.take("a") is None
+    now[0] += 10
+    assert limiter.take("a") is None
+    assert limiter.take("a") == 50
+    assert limiter.take("b") is None
+    now[0] += 50
+    assert limiter.take("a") is None
+    assert limiter.take("a") == 10
