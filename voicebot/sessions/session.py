@@ -26,6 +26,7 @@ from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
+from voicebot.logs import mask_phone
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -177,7 +178,8 @@ class RoomSession:
 
     def _listen_for_digits(self, room: rtc.Room, session: AgentSession[None]) -> None:
         def on_digit(event: rtc.SipDTMF) -> None:
-            self._log.info("dtmf_received", digit=event.digit)
+            # Key presses can be a PIN or an account number: the log says that one came, never which.
+            self._log.info("dtmf_received", digits=1)
             line = TranscriptLine("user", f"[pressed {event.digit}]", time.time())
             self._spawn(self._state.append(self.info.room_name, line))
             rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
@@ -331,7 +333,7 @@ class RoomSession:
         for participant in room.remote_participants.values():
             if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
                 await self._livekit.remove_participant(self.info.room_name, participant.identity)
-                self._log.info("call_hung_up", caller=participant.identity)
+                self._log.info("call_hung_up", caller=mask_phone(participant.identity))
 
 
 def new_agent_session(
