@@ -355,6 +355,11 @@ async def test_over_max_outbound_concurrent_a_call_is_a_429_until_one_hangs_up(
     assert body["error"]["code"] == "too_many_calls"
     assert int(headers["Retry-After"]) > 0
     assert await livekit.room_names() == rooms_before
+    session = supervisor.session(answered["room_name"])
+    assert session is not None
+    # Hung up once the agent is in and has greeted: a room deleted while the agent still connects is
+    # noticed by nobody (the session would last until max_duration_s).
+    await eventually(lambda: session.info.state == "listening", 30, "the greeting to end")
     await livekit.delete_room(answered["room_name"])
     assert (await finished(tmp_path, callee)).returncode == 0
     await eventually(lambda: supervisor.session(answered["room_name"]) is None, 15, "the call to end")
