@@ -243,8 +243,8 @@ class RoomSession:
         return session
 
     def _watch_room(self, room: rtc.Room) -> None:
-        # Nobody arriving is LiveKit's to decide: agents do not count as participants, so a room with only
-        # its agent closes after the room's empty_timeout and the session ends with room_closed.
+        # Agents do not count as participants: a room with only its agent closes after the room's
+        # empty_timeout (room_closed), unless unjoined_timeout_s gives up on it sooner (nobody_joined).
         room.on("disconnected", lambda reason: self._ending.set("room_closed"))
         room.on("participant_disconnected", lambda _p: self._check_humans(room))
         # A phone call is answered when livekit-sip marks its participant active; greeting earlier
