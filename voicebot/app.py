@@ -134,7 +134,7 @@ async def _start_services(
     stack.push_async_callback(monitor.stop)
     # Sessions leave before anything they use stops.
     stack.push_async_callback(supervisor.shutdown)
-    provisioner = SipProvisioner(gateway)
+    provisioner = SipProvisioner(gateway, lk.api_secret)
     if sip.enabled:
         await provisioner.apply(sip)
         if embedded is not None:

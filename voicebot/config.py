@@ -127,6 +127,11 @@ class SessionSettings:
     """The Retry-After a refused request is given."""
     max_provider_errors: int = 3
     """Failed STT, LLM or TTS requests in a row a session tolerates before it ends (livekit-agents: 3)."""
+    max_duration_s: float = 1800.0
+    """Every session ends after this long (end reason `max_duration`), whoever is still talking."""
+    unjoined_timeout_s: float = 30.0
+    """A room made by create-room that nobody joins within this long closes (end reason `nobody_joined`)
+    and frees its place; LiveKit's empty_timeout_s is far longer, and agents do not count as people."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,8 @@ class OutboundTrunk:
     transport: str = "auto"
     auth_username: str = ""
     auth_password: str = ""
+    allowed_prefixes: tuple[str, ...] = ()
+    """E.164 prefixes ("+1555", "+44") calls through this trunk may go to; empty refuses every call."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,10 @@ class SipSettings:
     """Port of the embedded redis-server LiveKit and livekit-sip share, when redis.url is empty."""
     ringing_timeout_s: int = 30
     """How long an outbound call rings before it counts as not answered."""
+    max_outbound_concurrent: int = 2
+    """Outbound calls in progress at once (from dial to hang-up), across every process sharing state."""
+    outbound_per_hour: int = 20
+    """Outbound calls each API key may place in any hour."""
     inbound: tuple[InboundRoute, ...] = ()
     outbound: tuple[OutboundTrunk, ...] = ()
 
@@ -287,6 +298,8 @@ STT_PROVIDERS = ("auto", "offline", "deepgram")
 TTS_PROVIDERS = ("auto", "offline", "elevenlabs")
 LLM_PROVIDERS = ("rules", "openai")
 DTMF_DIGITS = frozenset("0123456789*#")
+# A destination prefix: "+" and the leading digits of E.164 numbers (at most 15 digits).
+E164_PREFIX_PATTERN = re.compile(r"\+[0-9]{1,15}")
 SIP_TRANSPORTS = ("auto", "udp", "tcp", "tls")
 
 
@@ -348,7 +361,36 @@ def _sip(table: Any, environ: Mapping[str, str]) -> SipSettings:
     base: SipSettings = _section("sip", SipSettings, plain, environ)
     routes = _value("sip.inbound", table.get("inbound", []), tuple[InboundRoute, ...])
     trunks = _value("sip.outbound", table.get("outbound", []), tuple[OutboundTrunk, ...])
-    return dataclasses.replace(base, inbound=routes, outbound=trunks)
+    return dataclasses.replace(
+        base,
+        inbound=_passwords_from_env("sip.inbound", routes, environ),
+        outbound=_passwords_from_env("sip.outbound", trunks, environ),
+    )
+
+
+def sip_password_variable(name: str) -> str:
+    """The variable holding a route's or trunk's password: office-pbx -> VOICEBOT_SIP_OFFICE_PBX_PASSWORD."""
+    return f"{ENV_PREFIX}SIP_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_PASSWORD"
+
+
+Trunk = typing.TypeVar("Trunk", InboundRoute, OutboundTrunk)
+
+
+def _passwords_from_env(key: str, items: tuple[Trunk, ...], environ: Mapping[str, str]) -> tuple[Trunk, ...]:
+    """Passwords from VOICEBOT_SIP_<NAME>_PASSWORD win over config.toml, so the file need hold none."""
+    seen: dict[str, str] = {}
+    result = []
+    for index, item in enumerate(items):
+        variable = sip_password_variable(item.name)
+        if variable in seen:
+            # office-pbx and office_pbx would read one variable: say so rather than share a password.
+            raise ConfigError(
+                f"{key}[{index}].name", f"{item.name!r} and {seen[variable]!r} both read {variable}"
+            )
+        seen[variable] = item.name
+        password = environ.get(variable)
+        result.append(dataclasses.replace(item, auth_password=password) if password else item)
+    return tuple(result)
 
 
 def _agents(entries: Any) -> tuple[AgentDefinition, ...]:
@@ -444,6 +486,10 @@ def _validate(settings: Settings) -> None:
     for key in ("request_timeout_s", "startup_timeout_s"):
         if getattr(lk, key) <= 0:
             raise ConfigError(f"livekit.{key}", "must be greater than 0")
+    sessions = settings.sessions
+    for key in ("max_duration_s", "unjoined_timeout_s"):
+        if getattr(sessions, key) <= 0:
+            raise ConfigError(f"sessions.{key}", "must be greater than 0")
     if settings.server.max_body_bytes < 256:
         raise ConfigError("server.max_body_bytes", "must be at least 256")
     if settings.logging.level.lower() not in {"debug", "info", "warning", "error"}:
@@ -491,6 +537,9 @@ def _validate_sip(settings: Settings) -> None:
         raise ConfigError("sip.rtp_port_end", "must be greater than sip.rtp_port_start")
     if sip.ringing_timeout_s < 1:
         raise ConfigError("sip.ringing_timeout_s", "must be at least 1")
+    for key in ("max_outbound_concurrent", "outbound_per_hour"):
+        if getattr(sip, key) < 0:
+            raise ConfigError(f"sip.{key}", "must be 0 (no outbound calls) or more")
     names: set[str] = set()
     for index, route in enumerate(sip.inbound):
         where = f"sip.inbound[{index}]"
@@ -514,6 +563,11 @@ def _validate_sip(settings: Settings) -> None:
             raise ConfigError(
                 f"{where}.transport", f"{trunk.transport!r} is not one of {', '.join(SIP_TRANSPORTS)}"
             )
+        for prefix in trunk.allowed_prefixes:
+            if not E164_PREFIX_PATTERN.fullmatch(prefix):
+                raise ConfigError(
+                    f"{where}.allowed_prefixes", f'{prefix!r} must be \'+\' and digits, e.g. "+1555" or "+44"'
+                )
 
 
 def _check_sip_name(key: str, name: str, seen: set[str]) -> None:

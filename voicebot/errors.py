@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from voicebot.logs import mask_phone
+
 
 class VoicebotError(Exception):
     """Base of every failure voicebot reports to a caller.
@@ -15,6 +17,13 @@ class VoicebotError(Exception):
     status: int = 500
     code: str = "internal_error"
     retry_later: ClassVar[bool] = False
+    retry_after_s: int | None = None
+    """A Retry-After of the failure's own, when it knows better than the configured one."""
+
+    @property
+    def log_reason(self) -> str:
+        """The message as logs may carry it: without the phone numbers the caller sent."""
+        return str(self)
 
 
 class UnknownAgent(VoicebotError):
@@ -89,8 +98,59 @@ class DialFailed(VoicebotError):
         self.code = _DIAL_CODES.get(sip_status_code or 0, "call_failed")
         # The far end refused or never answered: a gateway's failure, 504 when it timed out.
         self.status = 504 if self.code == "no_answer" else 502
-        status = f" (SIP {sip_status_code} {reason})" if sip_status_code else f": {reason}"
-        super().__init__(f"the call to {to} was not answered{status}")
+        self._status_text = f" (SIP {sip_status_code} {reason})" if sip_status_code else f": {reason}"
+        super().__init__(f"the call to {to} was not answered{self._status_text}")
+
+    @property
+    def log_reason(self) -> str:
+        """The message with the number masked."""
+        return f"the call to {mask_phone(self.to)} was not answered{self._status_text}"
+
+
+class DestinationNotAllowed(VoicebotError):
+    """The number is not E.164 or matches none of the trunk's `allowed_prefixes`: nothing is dialled."""
+
+    status, code = 403, "destination_not_allowed"
+
+    def __init__(self, to: str, trunk: str, allowed: tuple[str, ...]) -> None:
+        self.to = to
+        self._trunk = trunk
+        self._allowed = allowed
+        super().__init__(self._message(to))
+
+    def _message(self, to: str) -> str:
+        if not self._allowed:
+            return f"trunk {self._trunk!r} dials nowhere: its allowed_prefixes in [[sip.outbound]] is empty"
+        return (
+            f"{to} is not allowed on trunk {self._trunk!r}: it must be '+' and digits starting with one of "
+            f"{', '.join(self._allowed)}"
+        )
+
+    @property
+    def log_reason(self) -> str:
+        """The message with the number masked."""
+        return self._message(mask_phone(self.to))
+
+
+class TooManyCalls(VoicebotError):
+    """`sip.max_outbound_concurrent` outbound calls are in progress; nothing was dialled."""
+
+    status, code, retry_later = 429, "too_many_calls", True
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} outbound calls are in progress, the most allowed at once; try again later")
+
+
+class CallRateLimited(VoicebotError):
+    """This API key placed `sip.outbound_per_hour` calls in the last hour; nothing was dialled."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"at most {limit} outbound calls an hour per API key; the next is allowed in {retry_after_s} s"
+        )
 
 
 # SIP answers a caller can act on, by the error code the API gives them.

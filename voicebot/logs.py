@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TextIO
 
 import structlog
 
 _SECRET_KEYS = frozenset({"token", "access_token", "api_secret", "secret", "authorization", "password"})
+# A phone number wherever it hides in a value: a participant identity (sip_+15550123), a room name
+# livekit-sip made from the caller's number, a library's own message. Without its "+" only a run of 9
+# digits or more counts, so an id of 8 hex characters is never taken for one.
+_NUMBER_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])(?:\+[0-9]{6,15}|[0-9]{9,15})(?![0-9A-Za-z])")
+_IDENTITY_PREFIX = "sip_"
+
+
+def mask_phone(number: str) -> str:
+    """A phone number (or SIP user part, or `sip_` identity) fit for a log: +15550123 -> +155****23."""
+    prefix = _IDENTITY_PREFIX if number.startswith(_IDENTITY_PREFIX) else ""
+    rest = number.removeprefix(prefix)
+    if rest.removeprefix("+").isdigit():
+        digits = rest.removeprefix("+")
+        # The country code (or its first digits) says where a call went; the last two tell calls apart.
+        head = digits[:3] if len(digits) >= 8 else digits[:1]
+        tail = digits[-2:] if len(digits) >= 6 else ""
+        return f"{prefix}{rest[: len(rest) - len(digits)]}{head}****{tail}"
+    # Anything else (a name, an extension) is kept only as its first character.
+    return f"{prefix}{rest[:1]}****" if rest else prefix
+
+
+def _mask_numbers(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A safety net under the call sites that mask numbers themselves: no full E.164 number in any line."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = _NUMBER_IN_TEXT.sub(lambda match: mask_phone(match.group()), value)
+    return event
 
 
 def _drop_secrets(
@@ -46,6 +76,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                # Last before rendering, so it also sees libraries' `extra` fields and tracebacks.
+                _mask_numbers,
                 renderer,
             ],
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
 import time
 from contextlib import suppress
@@ -10,17 +12,37 @@ from dataclasses import dataclass
 import structlog
 from livekit import api
 
-from voicebot.config import AgentDefinition, Settings
-from voicebot.errors import LiveKitUnavailable, RoomNotFound, UnknownAgent, UnknownTrunk
+from voicebot.config import AgentDefinition, OutboundTrunk, Settings
+from voicebot.errors import (
+    CallRateLimited,
+    DestinationNotAllowed,
+    LiveKitUnavailable,
+    RoomNotFound,
+    StateUnavailable,
+    TooManyCalls,
+    UnknownAgent,
+    UnknownTrunk,
+)
 from voicebot.livekit import LiveKitGateway, RoomAccess
 from voicebot.sessions.cluster import Cluster
+from voicebot.sessions.session import OUTBOUND_CALL_POOL
 from voicebot.store.base import RoomRecord, SessionRecord, StateStore
 
 ROOM_PREFIX = "voicebot_"
 # Callers dialled out to get the same identity shape as livekit-sip gives callers who phone in.
 PHONE_IDENTITY_PREFIX = "sip_"
+# What a trunk's allowed_prefixes are checked against: "+" and 1 to 15 digits, nothing else. A SIP user
+# part ("alice", "100") could reach anything the far PBX routes it to, so it is never dialled.
+E164_NUMBER = re.compile(r"\+[0-9]{1,15}")
+HOUR_S = 3600
 
 log = structlog.get_logger(__name__)
+
+
+def check_destination(to: str, trunk: OutboundTrunk) -> None:
+    """Raise DestinationNotAllowed unless `to` is E.164 and starts with one of the trunk's prefixes."""
+    if not E164_NUMBER.fullmatch(to) or not any(to.startswith(p) for p in trunk.allowed_prefixes):
+        raise DestinationNotAllowed(to, trunk.name, trunk.allowed_prefixes)
 
 
 def room_name_for(agent_id: str) -> str:
@@ -103,13 +125,26 @@ class RoomService:
         log.info("agent_sent", room=room_name, agent=agent.id, process=placement.process_id)
         return session, True
 
-    async def place_call(self, agent_id: str, to: str, trunk_name: str, trunk_id: str | None) -> PlacedCall:
-        """Create a room, start its agent here and dial `to` into it; a failed dial leaves nothing behind."""
+    async def place_call(
+        self, agent_id: str, to: str, trunk_name: str, trunk_id: str | None, *, api_key_id: str
+    ) -> PlacedCall:
+        """Create a room, start its agent here and dial `to` into it; a failed dial leaves nothing behind.
+
+        Who may be called and how often is checked first, before anything exists on LiveKit.
+        """
         agent = self.agent(agent_id)
-        if trunk_id is None:
-            raise UnknownTrunk(trunk_name, [t.name for t in self._settings.sip.outbound])
+        sip = self._settings.sip
+        trunk = next((t for t in sip.outbound if t.name == trunk_name), None)
+        if trunk is None or trunk_id is None:
+            raise UnknownTrunk(trunk_name, [t.name for t in sip.outbound])
+        check_destination(to, trunk)
         room_name = room_name_for(agent.id)
-        placement = await self._cluster.place(room_name)
+        await self._hold_outbound_place(room_name, api_key_id)
+        try:
+            placement = await self._cluster.place(room_name)
+        except BaseException:
+            await self._free_outbound_place(room_name)
+            raise
         try:
             await self._new_room(agent, room_name)
             session = await self._cluster.run_agent(
@@ -127,9 +162,35 @@ class RoomService:
             await self._cluster.stop_session(room_name, "call_not_answered")
             await self._cluster.release(room_name, placement.process_id)
             await self._discard_room(room_name)
+            await self._free_outbound_place(room_name)
             raise
         log.info("call_placed", room=room_name, agent=agent.id, trunk=trunk_name, call=call.sip_call_id)
         return PlacedCall(room_name, call.sip_call_id, call.participant_identity, session.session_id)
+
+    async def _hold_outbound_place(self, room_name: str, api_key_id: str) -> None:
+        """Take a place among the calls in progress, then count the call against the key's hour."""
+        sip = self._settings.sip
+        # Freed when the call's session ends; should that never happen (a process killed), it lapses
+        # once the longest a session may last has passed.
+        ttl_s = self._settings.sessions.max_duration_s + sip.ringing_timeout_s + 60
+        if not await self._store.take_slot(OUTBOUND_CALL_POOL, room_name, sip.max_outbound_concurrent, ttl_s):
+            log.warning("call_refused", reason="too_many_calls", limit=sip.max_outbound_concurrent)
+            raise TooManyCalls(sip.max_outbound_concurrent)
+        try:
+            wait_s = await self._store.hit_rate(f"outbound:{api_key_id}", sip.outbound_per_hour, HOUR_S)
+        except BaseException:
+            await self._free_outbound_place(room_name)
+            raise
+        if wait_s is not None:
+            await self._free_outbound_place(room_name)
+            log.warning(
+                "call_refused", reason="rate_limited", api_key=api_key_id, limit=sip.outbound_per_hour
+            )
+            raise CallRateLimited(sip.outbound_per_hour, max(1, math.ceil(wait_s)))
+
+    async def _free_outbound_place(self, room_name: str) -> None:
+        with suppress(StateUnavailable):
+            await self._store.free_slot(OUTBOUND_CALL_POOL, room_name)
 
     async def _discard_room(self, room_name: str) -> None:
         # Cleanup after a failure: the room may never have existed, and the first error is the one to report.

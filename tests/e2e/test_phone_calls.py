@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import io
+import json
+import logging
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from livekit import api
 from pytest_aiohttp import AiohttpServer
@@ -18,18 +23,21 @@ from tests.conftest import eventually, make_settings
 from tests.servers import SipStack, free_port
 from tests.sipp import RtpSink, callee_scenario, finished, hang_up_scenario, start_sipp, uac_pcap_scenario
 from voicebot.api.app_keys import SUPERVISOR
+from voicebot.api.errors import Handler
 from voicebot.app import create_app
 from voicebot.config import InboundRoute, OutboundTrunk, RedisSettings, Settings
 from voicebot.livekit import LiveKitGateway
+from voicebot.logs import configure_logging
 from voicebot.sessions.supervisor import SessionSupervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.sip]
 
 NUMBER = "+15550100"
 CALLEE = "+15550123"
+ALLOWED = ("+1555",)
 
 
-def phone_settings(stack: SipStack, callee_port: int = 0) -> Settings:
+def phone_settings(stack: SipStack, callee_port: int = 0, allowed: tuple[str, ...] = ALLOWED) -> Settings:
     """Settings whose [sip] routes NUMBER to Reception and dials out through a sipp callee."""
     base = make_settings(stack.livekit.url)
     # sipp's pcap says something no rule knows, and a grammar-bound recogniser maps it to the nearest
@@ -40,7 +48,8 @@ def phone_settings(stack: SipStack, callee_port: int = 0) -> Settings:
     agents = tuple(replace(a, rules=rules) if a is reception else a for a in base.agents)
     base = replace(base, agents=agents)
     route = InboundRoute("reception", "agent-123", numbers=(NUMBER,), allowed_addresses=("127.0.0.1/32",))
-    trunks = (OutboundTrunk("test-pbx", f"127.0.0.1:{callee_port}", (NUMBER,), "udp"),) if callee_port else ()
+    trunk = OutboundTrunk("test-pbx", f"127.0.0.1:{callee_port}", (NUMBER,), "udp", allowed_prefixes=allowed)
+    trunks = (trunk,) if callee_port else ()
     return replace(base, sip=replace(stack.sip_settings, inbound=(route,), outbound=trunks))
 
 
@@ -59,9 +68,61 @@ async def rtp() -> AsyncIterator[RtpSink]:
     sink.close()
 
 
+@web.middleware
+async def api_key_from_header(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stands in for the auth middleware, which sets the caller's key fingerprint on the request."""
+    if "X-Test-Key" in request.headers:
+        # The key is a plain string by the auth middleware's contract, which aiohttp only advises against.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            request["api_key_id"] = request.headers["X-Test-Key"]
+    return await handler(request)
+
+
 async def serve(aiohttp_server: AiohttpServer, stack: SipStack, settings: Settings) -> TestServer:
+    app = create_app(settings)
+    app.middlewares.insert(0, api_key_from_header)
     # LiveKit sends its webhooks to the port it was started with.
-    return await aiohttp_server(create_app(settings), port=stack.webhook_port)
+    return await aiohttp_server(app, port=stack.webhook_port)
+
+
+async def call(
+    server: TestServer, to: str = CALLEE, key: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST /api/calls for agent-123: the status, the body and the headers."""
+    headers = {"X-Test-Key": key} if key else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": to}, headers=headers
+        ) as response,
+    ):
+        return response.status, await response.json(), dict(response.headers)
+
+
+@pytest.fixture
+def info_log() -> Iterator[io.StringIO]:
+    """voicebot's log lines at info, rendered as in production (JSON), whatever logged them."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def assert_no_number_or_key_press(log: io.StringIO, *numbers: str) -> None:
+    lines = log.getvalue().splitlines()
+    assert lines, "nothing was logged"
+    for line in lines:
+        for number in numbers:
+            assert number not in line, f"a full phone number in a log line: {line}"
+            assert number.removeprefix("+") not in line, f"a full phone number in a log line: {line}"
+        assert "[pressed" not in line, f"a key press in a log line: {line}"
+        event = json.loads(line)
+        if event.get("event") == "dtmf_received":
+            assert "digit" not in event, line
 
 
 def phone_rooms(supervisor: SessionSupervisor) -> list[str]:
@@ -78,7 +139,12 @@ async def transcript(server: TestServer, room_name: str) -> list[dict[str, Any]]
 
 
 async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
-    aiohttp_server: AiohttpServer, sip_stack: SipStack, livekit: LiveKitGateway, rtp: RtpSink, tmp_path: Path
+    aiohttp_server: AiohttpServer,
+    sip_stack: SipStack,
+    livekit: LiveKitGateway,
+    rtp: RtpSink,
+    tmp_path: Path,
+    info_log: io.StringIO,
 ) -> None:
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack))
     supervisor = server.app[SUPERVISOR]
@@ -112,6 +178,8 @@ async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
     assert len(rtp.packets) > 200, "the agent's audio never reached the caller"
     assert rtp.loud_seconds() > 1.0, "the caller got RTP, but only silence"
     assert f"session:{room_name}" not in {task.get_name() for task in asyncio.all_tasks()}
+    assert '"event": "dtmf_received"' in info_log.getvalue()
+    assert_no_number_or_key_press(info_log, NUMBER)
 
 
 async def test_an_end_of_call_key_says_goodbye_and_hangs_up_the_caller(
@@ -137,7 +205,12 @@ async def test_an_end_of_call_key_says_goodbye_and_hangs_up_the_caller(
 
 
 async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
-    aiohttp_server: AiohttpServer, sip_stack: SipStack, livekit: LiveKitGateway, rtp: RtpSink, tmp_path: Path
+    aiohttp_server: AiohttpServer,
+    sip_stack: SipStack,
+    livekit: LiveKitGateway,
+    rtp: RtpSink,
+    tmp_path: Path,
+    info_log: io.StringIO,
 ) -> None:
     callee_port = free_port()
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
@@ -167,10 +240,17 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     await eventually(lambda: supervisor.session(room_name) is None, 15, "the session to end")
     lines = await transcript(server, room_name)
     assert lines[0] == {**lines[0], "speaker": "agent", "text": greeting}
+    assert '"event": "call_placed"' in info_log.getvalue()
+    assert_no_number_or_key_press(info_log, CALLEE)
 
 
 async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
-    aiohttp_server: AiohttpServer, sip_stack: SipStack, livekit: LiveKitGateway, rtp: RtpSink, tmp_path: Path
+    aiohttp_server: AiohttpServer,
+    sip_stack: SipStack,
+    livekit: LiveKitGateway,
+    rtp: RtpSink,
+    tmp_path: Path,
+    info_log: io.StringIO,
 ) -> None:
     callee_port = free_port()
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
@@ -189,6 +269,10 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     assert await livekit.room_names() == rooms_before
     assert server.app[SUPERVISOR].live() == []
     assert (await finished(tmp_path, callee)).returncode == 0
+    # The caller is told the number they sent; the log line about the failure is not.
+    assert CALLEE in body["error"]["message"]
+    assert '"event": "request_failed"' in info_log.getvalue()
+    assert_no_number_or_key_press(info_log, CALLEE)
 
 
 async def test_an_unknown_trunk_is_a_404_that_dials_nothing(
@@ -223,3 +307,89 @@ async def test_health_reports_sip_and_redis(aiohttp_server: AiohttpServer, sip_s
     assert report["status"] == "ok"
     assert report["sip"]["reachable"] is True
     assert report["redis"]["reachable"] is True
+
+
+@pytest.mark.parametrize(
+    ("to", "allowed"),
+    [
+        pytest.param("+445550123", ALLOWED, id="outside-the-prefixes"),
+        pytest.param("15550123", ALLOWED, id="not-e164"),
+        pytest.param("alice", ALLOWED, id="sip-user-part"),
+        pytest.param(CALLEE, (), id="no-prefixes-configured"),
+    ],
+)
+async def test_a_destination_outside_allowed_prefixes_is_a_403_that_dials_nothing(
+    aiohttp_server: AiohttpServer,
+    sip_stack: SipStack,
+    livekit: LiveKitGateway,
+    to: str,
+    allowed: tuple[str, ...],
+) -> None:
+    server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, free_port(), allowed))
+    rooms_before = await livekit.room_names()
+
+    status, body, _ = await call(server, to)
+
+    assert status == 403, body
+    assert body["error"]["code"] == "destination_not_allowed"
+    assert await livekit.room_names() == rooms_before
+    assert server.app[SUPERVISOR].live() == []
+
+
+async def test_over_max_outbound_concurrent_a_call_is_a_429_until_one_hangs_up(
+    aiohttp_server: AiohttpServer, sip_stack: SipStack, livekit: LiveKitGateway, rtp: RtpSink, tmp_path: Path
+) -> None:
+    callee_port = free_port()
+    settings = phone_settings(sip_stack, callee_port)
+    settings = replace(settings, sip=replace(settings.sip, max_outbound_concurrent=1))
+    server = await serve(aiohttp_server, sip_stack, settings)
+    supervisor = server.app[SUPERVISOR]
+    callee = await start_sipp(tmp_path, callee_scenario(tmp_path, rtp.port), port=callee_port)
+    status, answered, _ = await call(server)
+    assert status == 201, answered
+    rooms_before = await livekit.room_names()
+
+    status, body, headers = await call(server)
+
+    assert status == 429, body
+    assert body["error"]["code"] == "too_many_calls"
+    assert int(headers["Retry-After"]) > 0
+    assert await livekit.room_names() == rooms_before
+    session = supervisor.session(answered["room_name"])
+    assert session is not None
+    # Hung up once the agent is in and has greeted: a room deleted while the agent still connects is
+    # noticed by nobody (the session would last until max_duration_s).
+    await eventually(lambda: session.info.state == "listening", 30, "the greeting to end")
+    await livekit.delete_room(answered["room_name"])
+    assert (await finished(tmp_path, callee)).returncode == 0
+    await eventually(lambda: supervisor.session(answered["room_name"]) is None, 15, "the call to end")
+    busy = await start_sipp(tmp_path, callee_scenario(tmp_path, rtp.port, busy=True), port=callee_port)
+    status, body, _ = await call(server)
+    assert (status, body["error"]["code"]) == (502, "callee_busy"), "the place was not given back"
+    assert (await finished(tmp_path, busy)).returncode == 0
+
+
+async def test_over_outbound_per_hour_an_api_key_gets_a_429_and_another_key_does_not(
+    aiohttp_server: AiohttpServer, sip_stack: SipStack, livekit: LiveKitGateway, rtp: RtpSink, tmp_path: Path
+) -> None:
+    callee_port = free_port()
+    settings = phone_settings(sip_stack, callee_port)
+    settings = replace(settings, sip=replace(settings.sip, outbound_per_hour=1))
+    server = await serve(aiohttp_server, sip_stack, settings)
+    busy = callee_scenario(tmp_path, rtp.port, busy=True)
+    callee = await start_sipp(tmp_path, busy, port=callee_port)
+    status, body, _ = await call(server, key="key-a")
+    assert status == 502, body
+    assert (await finished(tmp_path, callee)).returncode == 0
+    rooms_before = await livekit.room_names()
+
+    status, body, headers = await call(server, key="key-a")
+
+    assert status == 429, body
+    assert body["error"]["code"] == "rate_limited"
+    assert 3500 < int(headers["Retry-After"]) <= 3600
+    assert await livekit.room_names() == rooms_before
+    callee = await start_sipp(tmp_path, busy, port=callee_port)
+    status, body, _ = await call(server, key="key-b")
+    assert (status, body["error"]["code"]) == (502, "callee_busy")
+    assert (await finished(tmp_path, callee)).returncode == 0

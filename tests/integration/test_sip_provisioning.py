@@ -24,9 +24,9 @@ PBX = OutboundTrunk("pbx", "pbx.example.com:5060", ("+15550100",), "tcp")
 async def livekit(sip_stack: SipStack) -> AsyncIterator[LiveKitGateway]:
     gateway = LiveKitGateway(sip_stack.livekit.url, API_KEY, API_SECRET)
     # The server is shared with the phone-call tests, whose apps provision their own routes.
-    await SipProvisioner(gateway).apply(SipSettings())
+    await SipProvisioner(gateway, API_SECRET).apply(SipSettings())
     yield gateway
-    await SipProvisioner(gateway).apply(SipSettings())
+    await SipProvisioner(gateway, API_SECRET).apply(SipSettings())
     await gateway.close()
 
 
@@ -38,7 +38,7 @@ async def test_applying_the_same_config_twice_creates_nothing_the_second_time(
     livekit: LiveKitGateway,
 ) -> None:
     sip = SipSettings(enabled=True, inbound=(RECEPTION, FAQ), outbound=(PBX,))
-    provisioner = SipProvisioner(livekit)
+    provisioner = SipProvisioner(livekit, API_SECRET)
 
     first = await provisioner.apply(sip)
     second = await provisioner.apply(sip)
@@ -61,7 +61,7 @@ async def test_a_route_removed_from_config_is_removed_from_the_server_and_others
     by_hand = await livekit.save_inbound_trunk(
         api.SIPInboundTrunkInfo(name="made-by-hand", numbers=["+1999"])
     )
-    provisioner = SipProvisioner(livekit)
+    provisioner = SipProvisioner(livekit, API_SECRET)
     await provisioner.apply(SipSettings(enabled=True, inbound=(RECEPTION, FAQ), outbound=(PBX,)))
 
     report = await provisioner.apply(SipSettings(enabled=True, inbound=(RECEPTION,)))
@@ -78,7 +78,7 @@ async def test_a_route_removed_from_config_is_removed_from_the_server_and_others
 
 
 async def test_a_changed_route_updates_its_trunk_in_place(livekit: LiveKitGateway) -> None:
-    provisioner = SipProvisioner(livekit)
+    provisioner = SipProvisioner(livekit, API_SECRET)
     await provisioner.apply(SipSettings(enabled=True, inbound=(RECEPTION,)))
     (before,) = await livekit.inbound_trunks()
 

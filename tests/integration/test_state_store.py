@@ -229,3 +229,36 @@ async def test_redis_writes_during_an_outage_are_kept_and_written_once_when_it_r
     assert [s.room_name for s in await store.live_sessions()] == ["room-1"]
     await store.aclose()
     await redis_server.stop()
+
+
+async def test_a_pool_holds_at_most_its_limit_until_a_place_is_freed_or_lapses(
+    store: StateStore, clock: VirtualClock
+) -> None:
+    assert await store.take_slot("calls", "room-1", 2, 60)
+    assert await store.take_slot("calls", "room-2", 2, 60)
+    assert await store.take_slot("calls", "room-1", 2, 60), "taking a place already held is a no-op"
+    assert not await store.take_slot("calls", "room-3", 2, 60)
+    assert await store.take_slot("other-pool", "room-3", 2, 60)
+
+    await store.free_slot("calls", "room-1")
+    assert await store.take_slot("calls", "room-3", 2, 60)
+    assert not await store.take_slot("calls", "room-4", 2, 60)
+
+    clock.advance(61)
+    assert await store.take_slot("calls", "room-4", 2, 60), "places nobody freed lapse after their ttl"
+
+
+async def test_a_rate_counts_up_to_its_limit_per_key_and_says_when_the_next_fits(
+    store: StateStore, clock: VirtualClock
+) -> None:
+    assert await store.hit_rate("key-a", 2, 3600) is None
+    clock.advance(600)
+    assert await store.hit_rate("key-a", 2, 3600) is None
+
+    wait = await store.hit_rate("key-a", 2, 3600)
+
+    assert wait == pytest.approx(3000, abs=0.01)
+    assert await store.hit_rate("key-b", 2, 3600) is None, "each key has its own count"
+    clock.advance(3001)
+    assert await store.hit_rate("key-a", 2, 3600) is None, "the oldest call left the window"
+    assert await store.hit_rate("key-a", 2, 3600) is not None, "a refusal is not counted, the second is"

@@ -104,6 +104,33 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
         ),
         pytest.param(raw(sip={"rtp_port_end": 1}), {}, "sip.rtp_port_end", "greater", id="sip-rtp-range"),
         pytest.param(
+            raw(sip={"outbound": [{"name": "pbx", "address": "pbx:5060", "allowed_prefixes": ["1555"]}]}),
+            {},
+            "sip.outbound[0].allowed_prefixes",
+            "'+' and digits",
+            id="sip-prefix-not-e164",
+        ),
+        pytest.param(
+            raw(
+                sip={
+                    "outbound": [
+                        {"name": "office-pbx", "address": "a:5060"},
+                        {"name": "office_pbx", "address": "b:5060"},
+                    ]
+                }
+            ),
+            {},
+            "sip.outbound[1].name",
+            "VOICEBOT_SIP_OFFICE_PBX_PASSWORD",
+            id="sip-password-variable-clash",
+        ),
+        pytest.param(
+            raw(sip={"max_outbound_concurrent": -1}), {}, "sip.max_outbound_concurrent", "0", id="sip-calls"
+        ),
+        pytest.param(
+            raw(sessions={"max_duration_s": 0}), {}, "sessions.max_duration_s", "greater", id="max-duration"
+        ),
+        pytest.param(
             raw(agents=[{"id": "a", "name": "x", "rules": [{"reply": "hi", "digits": ["12"]}]}]),
             {},
             "agents[0].rules[0].digits",
@@ -171,3 +198,42 @@ def test_bad_auth_and_guard_settings_name_the_key(sections: dict[str, Any], key:
         parse_settings(raw(**sections), {})
 
     assert error.value.key == key
+
+
+def test_trunk_passwords_come_from_the_environment_and_win_over_the_file() -> None:
+    document = raw(
+        sip={
+            "inbound": [
+                {
+                    "name": "office-pbx",
+                    "agent_id": "agent-123",
+                    "auth_username": "pbx",
+                    "auth_password": "file",
+                }
+            ],
+            "outbound": [{"name": "carrier-eu", "address": "sip.example.com", "auth_username": "vb"}],
+        }
+    )
+    env = {"VOICEBOT_SIP_OFFICE_PBX_PASSWORD": "from-env", "VOICEBOT_SIP_CARRIER_EU_PASSWORD": "also-env"}
+
+    sip = parse_settings(document, env).sip
+
+    assert sip.inbound[0].auth_password == "from-env"
+    assert sip.outbound[0].auth_password == "also-env"
+    assert parse_settings(document, {}).sip.inbound[0].auth_password == "file"
+
+
+def test_an_inbound_password_from_the_environment_completes_a_username_from_the_file() -> None:
+    document = raw(sip={"inbound": [{"name": "desk", "agent_id": "agent-123", "auth_username": "pbx"}]})
+
+    with pytest.raises(ConfigError, match="go together"):
+        parse_settings(document, {})
+    assert parse_settings(document, {"VOICEBOT_SIP_DESK_PASSWORD": "pw"}).sip.inbound[0].auth_password == "pw"
+
+
+def test_toll_fraud_and_runaway_call_defaults() -> None:
+    settings = load_settings(ROOT / "config.toml", {})
+
+    assert (settings.sip.max_outbound_concurrent, settings.sip.outbound_per_hour) == (2, 20)
+    assert settings.sip.outbound[0].allowed_prefixes == ()
+    assert (settings.sessions.max_duration_s, settings.sessions.unjoined_timeout_s) == (1800, 30)

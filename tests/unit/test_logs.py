@@ -6,9 +6,10 @@ import io
 import json
 import logging
 
+import pytest
 import structlog
 
-from voicebot.logs import configure_logging
+from voicebot.logs import configure_logging, mask_phone
 
 
 def test_events_render_as_json_lines_with_bound_context() -> None:
@@ -40,6 +41,40 @@ def test_tokens_and_secrets_are_redacted() -> None:
     assert "eyJsecret" not in line
     assert "hunter2" not in line
     assert json.loads(line.splitlines()[-1])["token"] == "[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("+15550123", "+155****23"),
+        ("+441632960961", "+441****61"),
+        ("+4312", "+4****"),
+        ("sip_+15550123", "sip_+155****23"),
+        ("15550123", "155****23"),
+        ("alice", "a****"),
+        ("sip_sipp", "sip_s****"),
+        ("", ""),
+    ],
+)
+def test_phone_numbers_are_masked_to_a_prefix_and_the_last_two_digits(value: str, masked: str) -> None:
+    assert mask_phone(value) == masked
+
+
+def test_a_number_anywhere_in_a_log_line_is_masked() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+
+    structlog.get_logger("t").info(
+        "call_placed",
+        room="voicebot_agent-123_+15550123_Ab3x",
+        reason="dialled 441632960961",
+        id="SS_3f9a1c2e",
+    )
+
+    event = json.loads(stream.getvalue().splitlines()[-1])
+    assert event["room"] == "voicebot_agent-123_+155****23_Ab3x"
+    assert event["reason"] == "dialled 441****61"
+    assert event["id"] == "SS_3f9a1c2e"
 
 
 def teardown_function() -> None:

@@ -30,7 +30,9 @@ async def place_call(request: web.Request) -> web.Response:
         else (sip.outbound[0].name if sip.outbound else "")
     )
     trunk_id = request.app[SIP].outbound_trunk_ids.get(trunk)
-    call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id)
+    # Set by the auth middleware: a fingerprint of the caller's key, never the key itself.
+    api_key_id = str(request.get("api_key_id", "anonymous"))
+    call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id, api_key_id=api_key_id)
     return web.json_response(
         {
             "room_name": call.room_name,

@@ -49,9 +49,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except VoicebotError as exc:
-        log.warning("request_failed", code=exc.code, reason=str(exc))
-        retry_after_s = request.app[SETTINGS].sessions.retry_after_s
-        headers = {"Retry-After": str(retry_after_s)} if exc.retry_later else None
+        log.warning("request_failed", code=exc.code, reason=exc.log_reason)
+        retry_after_s = exc.retry_after_s or request.app[SETTINGS].sessions.retry_after_s
+        headers = {"Retry-After": str(retry_after_s)} if exc.retry_later or exc.retry_after_s else None
         return error_response(exc.status, exc.code, str(exc), headers)
     except web.HTTPException as exc:
         if exc.status < 400:

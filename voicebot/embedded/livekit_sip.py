@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,19 @@ class EmbeddedSipServer:
     """livekit-sip as a child process: SIP on 127.0.0.1:`sip.port`, media on its RTP range."""
 
     def __init__(
-        self, sip: SipSettings, *, livekit_url: str, api_key: str, api_secret: str, redis_address: str
+        self,
+        sip: SipSettings,
+        *,
+        livekit_url: str,
+        api_key: str,
+        api_secret: str,
+        redis_address: str,
+        extra_config: Mapping[str, Any] | None = None,
     ):
         self._sip = sip
         self._config = sip_config(
             sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis_address=redis_address
-        )
+        ) | dict(extra_config or {})
         self._program = EmbeddedProgram(SIP_BINARY)
 
     @property

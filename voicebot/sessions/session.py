@@ -26,6 +26,7 @@ from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
+from voicebot.logs import mask_phone
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -33,6 +34,10 @@ log = structlog.get_logger(__name__)
 
 # livekit-sip's attribute on a phone participant: dialing, ringing, active, hangup.
 SIP_CALL_STATUS = "sip.callStatus"
+# End reasons after which a room voicebot made is deleted rather than left to LiveKit's timeouts.
+_CLOSES_OWN_ROOM: frozenset[EndReason] = frozenset({"call_ended", "failed", "max_duration", "nobody_joined"})
+# The store's pool of outbound calls in progress (sip.max_outbound_concurrent), one place per room.
+OUTBOUND_CALL_POOL = "outbound_calls"
 
 
 @dataclass
@@ -87,6 +92,8 @@ class RoomSession:
         process_id: str = "",
         retention_s: float = 3600,
         max_provider_errors: int = 3,
+        max_duration_s: float = 1800,
+        unjoined_timeout_s: float | None = None,
     ) -> None:
         self.agent = agent
         self.info = SessionInfo(
@@ -105,7 +112,10 @@ class RoomSession:
         self._owns_room = owns_room
         self._phone_call = phone_call
         self._max_provider_errors = max_provider_errors
+        self._max_duration_s = max_duration_s
+        self._unjoined_timeout_s = unjoined_timeout_s
         self._call_answered = asyncio.Event()
+        self._person_arrived = asyncio.Event()
         self._ending = _Ending()
         self._pending: set[asyncio.Task[None]] = set()
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -121,6 +131,12 @@ class RoomSession:
         session: AgentSession[None] | None = None
         # Recorded before joining: whoever sees the agent in the room must also find its session listed.
         self._spawn(self._state.save_session(self.info.record()))
+        loop = asyncio.get_running_loop()
+        # However the call goes, it does not go on for ever (a runaway call costs money on a trunk).
+        timers = [loop.call_later(self._max_duration_s, self._ending.set, "max_duration")]
+        if self._unjoined_timeout_s is not None:
+            # LiveKit would keep the room (and the agent, which it does not count) for empty_timeout_s.
+            timers.append(loop.call_later(self._unjoined_timeout_s, self._nobody_joined))
         try:
             await room.connect(self._livekit.url, self._token())
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
@@ -149,8 +165,14 @@ class RoomSession:
             self._ending.set("failed", f"{type(exc).__name__}: {exc}")
             self._log.exception("session_failed")
         finally:
+            for timer in timers:
+                timer.cancel()
             await self._leave(room, session)
         return self.info
+
+    def _nobody_joined(self) -> None:
+        if not self._person_arrived.is_set():
+            self._ending.set("nobody_joined")
 
     def _chat_context(self) -> llm.ChatContext:
         """The conversation so far, when this session takes over a room whose agent was lost."""
@@ -161,23 +183,24 @@ class RoomSession:
         return context
 
     async def _ready_to_greet(self) -> bool:
-        """True at once in a web room; on a phone call once it is answered, False if it ends first."""
-        if not self._phone_call:
-            return True
-        answered = asyncio.ensure_future(self._call_answered.wait())
+        """True once someone can hear the greeting: in a web room when a person is in it, on a phone call
+        when it is answered; False if the session ends first (nothing is synthesised for nobody)."""
+        ready = self._call_answered if self._phone_call else self._person_arrived
+        arrived = asyncio.ensure_future(ready.wait())
         ended = asyncio.ensure_future(self._ending.event.wait())
         try:
-            await asyncio.wait({answered, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({arrived, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            answered.cancel()
+            arrived.cancel()
             ended.cancel()
-        if self._call_answered.is_set():
+        if ready.is_set() and self._phone_call:
             self._log.info("call_answered")
-        return self._call_answered.is_set()
+        return ready.is_set() and not self._ending.event.is_set()
 
     def _listen_for_digits(self, room: rtc.Room, session: AgentSession[None]) -> None:
         def on_digit(event: rtc.SipDTMF) -> None:
-            self._log.info("dtmf_received", digit=event.digit)
+            # Key presses can be a PIN or an account number: the log says that one came, never which.
+            self._log.info("dtmf_received", digits=1)
             line = TranscriptLine("user", f"[pressed {event.digit}]", time.time())
             self._spawn(self._state.append(self.info.room_name, line))
             rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
@@ -220,16 +243,21 @@ class RoomSession:
         return session
 
     def _watch_room(self, room: rtc.Room) -> None:
-        # Nobody arriving is LiveKit's to decide: agents do not count as participants, so a room with only
-        # its agent closes after the room's empty_timeout and the session ends with room_closed.
+        # Agents do not count as participants: a room with only its agent closes after the room's
+        # empty_timeout (room_closed), unless unjoined_timeout_s gives up on it sooner (nobody_joined).
         room.on("disconnected", lambda reason: self._ending.set("room_closed"))
         room.on("participant_disconnected", lambda _p: self._check_humans(room))
         # A phone call is answered when livekit-sip marks its participant active; greeting earlier
         # would play into a line that is still ringing.
-        room.on("participant_connected", self._check_call_status)
+        room.on("participant_connected", self._on_participant)
         room.on("participant_attributes_changed", lambda _changed, p: self._check_call_status(p))
         for participant in room.remote_participants.values():
-            self._check_call_status(participant)
+            self._on_participant(participant)
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self._person_arrived.set()
+        self._check_call_status(participant)
 
     def _check_call_status(self, participant: rtc.Participant) -> None:
         if participant.attributes.get(SIP_CALL_STATUS) == "active":
@@ -296,15 +324,16 @@ class RoomSession:
         try:
             if session is not None:
                 await session.aclose()
-            if info.end_reason == "call_ended":
+            if info.end_reason in ("call_ended", "max_duration"):
                 await self._hang_up(room)
             await room.disconnect()
             if self._pending:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             if self._job_cleanup is not None:
                 await self._job_cleanup()
-            if self._owns_room and info.end_reason in ("call_ended", "failed"):
-                # Nobody else will use a room we made for this call.
+            if self._owns_room and info.end_reason in _CLOSES_OWN_ROOM:
+                # Nobody else will use a room we made for this call; after max_duration that also
+                # disconnects the people in it, so the call really ends.
                 await self._livekit.delete_room(info.room_name)
         except Exception:
             self._log.exception("session_cleanup_failed")
@@ -312,6 +341,7 @@ class RoomSession:
             await self._state.close(info.room_name, self._retention_s)
             await self._state.end_session(info.record(), self._retention_s)
             await self._give_up_lease()
+            await self._give_up_outbound_place()
         duration = round(info.ended_at - info.started_at, 3)
         if info.end_reason == "failed":
             self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
@@ -326,12 +356,20 @@ class RoomSession:
         except StateUnavailable:
             self._log.warning("lease_not_released")
 
+    async def _give_up_outbound_place(self) -> None:
+        # Any session may be an outbound call's, also one taken over from another process (which no
+        # longer knows it is one): freeing a place never held is a no-op. A lost free lapses by itself.
+        try:
+            await self._state.free_slot(OUTBOUND_CALL_POOL, self.info.room_name)
+        except StateUnavailable:
+            self._log.warning("outbound_place_not_freed")
+
     async def _hang_up(self, room: rtc.Room) -> None:
         """Remove the phone callers: livekit-sip ends their calls with a BYE."""
         for participant in room.remote_participants.values():
             if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
                 await self._livekit.remove_participant(self.info.room_name, participant.identity)
-                self._log.info("call_hung_up", caller=participant.identity)
+                self._log.info("call_hung_up", caller=mask_phone(participant.identity))
 
 
 def new_agent_session(

@@ -139,6 +139,10 @@ class SessionSupervisor:
             process_id=self.process_id,
             retention_s=self._settings.transcript_retention_s,
             max_provider_errors=self._settings.max_provider_errors,
+            max_duration_s=self._settings.max_duration_s,
+            # Only a room made for a person who may never come (create-room): a phone caller is already
+            # there, and a room an agent was sent into is someone else's to close.
+            unjoined_timeout_s=self._settings.unjoined_timeout_s if owns_room and not phone_call else None,
         )
         # A fresh context: the session outlives the request that started it, so it must not log
         # under that request's method and path.

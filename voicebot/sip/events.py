@@ -10,6 +10,7 @@ from livekit import api
 from voicebot.config import Settings
 from voicebot.errors import SessionLimitReached, VoicebotError
 from voicebot.livekit import LiveKitGateway
+from voicebot.logs import mask_phone
 from voicebot.rooms import ROOM_PREFIX, RoomService
 from voicebot.sip.provisioning import AGENT_ATTRIBUTE
 from voicebot.store.base import StateStore
@@ -45,7 +46,7 @@ class WebhookRouter:
 
     async def _phone_caller_joined(self, room_name: str, caller: api.ParticipantInfo) -> WebhookOutcome:
         agent_id = caller.attributes.get(AGENT_ATTRIBUTE) or self._agent_of(room_name)
-        bound = log.bind(room=room_name, caller=caller.identity, agent=agent_id)
+        bound = log.bind(room=room_name, caller=mask_phone(caller.identity), agent=agent_id)
         if agent_id is None:
             bound.info("phone_caller_not_ours")
             return "ignored"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,7 +67,12 @@ def managed_name(name: str) -> str:
     return f"{MANAGED_PREFIX}{name}"
 
 
-def inbound_trunk(route: InboundRoute) -> api.SIPInboundTrunkInfo:
+def fingerprint_key(api_secret: str) -> bytes:
+    """The key of the config fingerprints, derived from the LiveKit API secret the server already holds."""
+    return hmac.new(api_secret.encode(), b"voicebot sip config fingerprint", hashlib.sha256).digest()
+
+
+def inbound_trunk(route: InboundRoute, key: bytes) -> api.SIPInboundTrunkInfo:
     """The inbound trunk a route needs: who may call, and to which numbers."""
     return _fingerprinted(
         api.SIPInboundTrunkInfo(
@@ -75,11 +81,12 @@ def inbound_trunk(route: InboundRoute) -> api.SIPInboundTrunkInfo:
             allowed_addresses=list(route.allowed_addresses),
             auth_username=route.auth_username,
             auth_password=route.auth_password,
-        )
+        ),
+        key,
     )
 
 
-def dispatch_rule(route: InboundRoute, trunk_id: str) -> api.SIPDispatchRuleInfo:
+def dispatch_rule(route: InboundRoute, trunk_id: str, key: bytes) -> api.SIPDispatchRuleInfo:
     """A rule that puts each call on the route's trunk in its own room, voicebot_<agent_id>_<caller>_<id>."""
     individual = api.SIPDispatchRuleIndividual(room_prefix=f"{ROOM_PREFIX}{route.agent_id}")
     return _fingerprinted(
@@ -88,11 +95,12 @@ def dispatch_rule(route: InboundRoute, trunk_id: str) -> api.SIPDispatchRuleInfo
             trunk_ids=[trunk_id],
             rule=api.SIPDispatchRule(dispatch_rule_individual=individual),
             attributes={AGENT_ATTRIBUTE: route.agent_id},
-        )
+        ),
+        key,
     )
 
 
-def outbound_trunk(trunk: OutboundTrunk) -> api.SIPOutboundTrunkInfo:
+def outbound_trunk(trunk: OutboundTrunk, key: bytes) -> api.SIPOutboundTrunkInfo:
     """The outbound trunk calls are placed through."""
     return _fingerprinted(
         api.SIPOutboundTrunkInfo(
@@ -102,14 +110,17 @@ def outbound_trunk(trunk: OutboundTrunk) -> api.SIPOutboundTrunkInfo:
             transport=_TRANSPORTS[trunk.transport],
             auth_username=trunk.auth_username,
             auth_password=trunk.auth_password,
-        )
+        ),
+        key,
     )
 
 
-def _fingerprinted(item: Item) -> Item:
+def _fingerprinted(item: Item, key: bytes) -> Item:
     # The server may not echo every field back (passwords), so a digest of what we asked for, kept in
-    # the item's metadata, is what tells whether the config changed since the last run.
-    digest = hashlib.sha256(item.SerializeToString(deterministic=True)).hexdigest()[:16]
+    # the item's metadata, is what tells whether the config changed since the last run. It is keyed:
+    # a plain hash of a serialized trunk would let anyone who reads the metadata try passwords offline.
+    # A new API secret changes every fingerprint, so everything is rewritten once; nothing worse.
+    digest = hmac.new(key, item.SerializeToString(deterministic=True), hashlib.sha256).hexdigest()[:16]
     item.metadata = json.dumps({"managed_by": "voicebot", "config": digest})
     return item
 
@@ -117,8 +128,9 @@ def _fingerprinted(item: Item) -> Item:
 class SipProvisioner:
     """Creates, updates and deletes voicebot's trunks and rules; remembers the outbound trunks' ids."""
 
-    def __init__(self, livekit: SipGateway) -> None:
+    def __init__(self, livekit: SipGateway, api_secret: str) -> None:
         self._livekit = livekit
+        self._key = fingerprint_key(api_secret)
         self.outbound_trunk_ids: dict[str, str] = {}
 
     async def apply(self, sip: SipSettings) -> ProvisioningReport:
@@ -132,7 +144,7 @@ class SipProvisioner:
             report.deleted.append(f"dispatch rule {name}")
         trunk_ids = await _sync(
             _managed(await lk.inbound_trunks()),
-            [inbound_trunk(route) for route in sip.inbound],
+            [inbound_trunk(route, self._key) for route in sip.inbound],
             key=lambda t: t.sip_trunk_id,
             save=lk.save_inbound_trunk,
             delete=lk.delete_trunk,
@@ -141,7 +153,7 @@ class SipProvisioner:
         )
         await _sync(
             rules,
-            [dispatch_rule(route, trunk_ids[managed_name(route.name)]) for route in sip.inbound],
+            [dispatch_rule(route, trunk_ids[managed_name(route.name)], self._key) for route in sip.inbound],
             key=lambda r: r.sip_dispatch_rule_id,
             save=lk.save_dispatch_rule,
             delete=lk.delete_dispatch_rule,
@@ -150,7 +162,7 @@ class SipProvisioner:
         )
         outbound_ids = await _sync(
             _managed(await lk.outbound_trunks()),
-            [outbound_trunk(trunk) for trunk in sip.outbound],
+            [outbound_trunk(trunk, self._key) for trunk in sip.outbound],
             key=lambda t: t.sip_trunk_id,
             save=lk.save_outbound_trunk,
             delete=lk.delete_trunk,

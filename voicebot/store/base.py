@@ -42,6 +42,8 @@ EndReason = Literal[
     "shutdown",
     "lease_lost",
     "owner_lost",
+    "max_duration",
+    "nobody_joined",
 ]
 
 # "starting" until the agent joins, then livekit-agents' AgentState as it changes, then "ended".
@@ -289,6 +291,17 @@ class StateStore(Protocol):
 
     async def first_delivery(self, event_id: str, ttl_s: float) -> bool:
         """True the first time an event id is seen (by any process) within ttl_s."""
+
+    async def take_slot(self, pool: str, member: str, limit: int, ttl_s: float) -> bool:
+        """Hold one of `limit` places in `pool` for `member` (at most ttl_s, in case nobody gives it back);
+        False when all are held. Taking a place already held is a no-op that returns True. Atomic."""
+
+    async def free_slot(self, pool: str, member: str) -> None:
+        """Give back `member`'s place in `pool`, if it holds one."""
+
+    async def hit_rate(self, key: str, limit: int, window_s: float) -> float | None:
+        """Count one event under `key` unless `limit` were counted in the last window_s: None when it is
+        counted, else the seconds until one of those leaves the window. Atomic."""
 
     async def aclose(self) -> None:
         """Flush what is buffered (as far as possible) and release connections."""

@@ -32,6 +32,10 @@ class InMemoryStore(StateStore):
     _jobs: dict[str, asyncio.Queue[dict[str, Any]]] = field(default_factory=dict)
     _transcripts: dict[str, list[TranscriptLine]] = field(default_factory=dict)
     _writes: int = 0
+    _slots: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Places held in each pool: member -> when the place lapses if nobody frees it."""
+    _hits: dict[str, list[float]] = field(default_factory=dict)
+    """Times of the events counted under each rate key, oldest first."""
 
     def _get(self, key: str) -> Any:
         entry = self._kv.get(key)
@@ -161,6 +165,27 @@ class InMemoryStore(StateStore):
             return False
         self._set(f"event:{event_id}", True, ttl_s)
         return True
+
+    async def take_slot(self, pool: str, member: str, limit: int, ttl_s: float) -> bool:
+        now = self.clock()
+        held = {m: until for m, until in self._slots.get(pool, {}).items() if until > now}
+        self._slots[pool] = held
+        if member not in held and len(held) >= limit:
+            return False
+        held[member] = now + ttl_s
+        return True
+
+    async def free_slot(self, pool: str, member: str) -> None:
+        self._slots.get(pool, {}).pop(member, None)
+
+    async def hit_rate(self, key: str, limit: int, window_s: float) -> float | None:
+        now = self.clock()
+        recent = [at for at in self._hits.get(key, []) if at > now - window_s]
+        self._hits[key] = recent
+        if len(recent) >= limit:
+            return recent[0] + window_s - now if recent else window_s
+        recent.append(now)
+        return None
 
     async def aclose(self) -> None:
         return None

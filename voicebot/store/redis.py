@@ -3,7 +3,8 @@
 Keys, all under `voicebot:`: proc (zset of heartbeat deadlines), cap (hash of capacities), hold:<room>,
 owned:<process> (set of rooms), live (set of rooms with a live session), session:<room> (JSON),
 room:<room> (JSON), tx:<room> (a stream, one entry per line) with txids:<room> (line ids already written),
-jobs:<process> (list), event:<id>.
+jobs:<process> (list), event:<id>, slots:<pool> (zset of members by the time their place lapses),
+rate:<key> (zset of counted events by time).
 """
 
 from __future__ import annotations
@@ -136,6 +137,32 @@ return 1
 """
 
 
+# ARGV: member, limit, now ms, ttl ms. KEYS[1]: the pool's zset.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
+# ARGV: event id, limit, now ms, window ms. KEYS[1]: the key's zset. Returns -1 when counted, else the ms
+# until the oldest event counted leaves the window.
+_HIT_RATE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if oldest[2] then return tonumber(oldest[2]) + tonumber(ARGV[4]) - tonumber(ARGV[3]) end
+  return tonumber(ARGV[4])
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return -1
+"""
+
+
 # The writes an outage may hold back, told apart by their `kind`: a transcript line, a live session, an
 # ended one, and a closed transcript.
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +214,8 @@ class RedisStore(StateStore):
         self._release = self._redis.register_script(_RELEASE)
         self._owner = self._redis.register_script(_OWNER)
         self._append = self._redis.register_script(_APPEND)
+        self._take_slot = self._redis.register_script(_TAKE_SLOT)
+        self._hit_rate = self._redis.register_script(_HIT_RATE)
         # Writes that failed, oldest first. Flushed in order before any new write.
         self._outbox: deque[_Write] = deque()
         self._lock = asyncio.Lock()
@@ -319,6 +348,22 @@ class RedisStore(StateStore):
         return bool(
             await self._call(lambda: self._redis.set(f"{P}event:{event_id}", 1, nx=True, ex=int(ttl_s)))
         )
+
+    async def take_slot(self, pool: str, member: str, limit: int, ttl_s: float) -> bool:
+        args: list[str | int] = [member, limit, self._now_ms(), int(ttl_s * 1000)]
+        # A retry after a lost reply finds the member holding its place already: safe to repeat.
+        return bool(await self._call(lambda: self._take_slot(keys=[f"{P}slots:{pool}"], args=args)))
+
+    async def free_slot(self, pool: str, member: str) -> None:
+        await self._call(lambda: self._redis.zrem(f"{P}slots:{pool}", member))
+
+    async def hit_rate(self, key: str, limit: int, window_s: float) -> float | None:
+        args: list[str | int] = [uuid.uuid4().hex, limit, self._now_ms(), int(window_s * 1000)]
+        # Not retried: a second try after a lost reply would count the event twice.
+        wait_ms = await self._call(
+            lambda: self._hit_rate(keys=[f"{P}rate:{key}"], args=args), idempotent=False
+        )
+        return None if int(wait_ms) < 0 else int(wait_ms) / 1000
 
     async def aclose(self) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -9,12 +11,19 @@ import pytest
 from livekit import api
 
 from voicebot.config import InboundRoute, OutboundTrunk, SipSettings
-from voicebot.sip.provisioning import AGENT_ATTRIBUTE, SipProvisioner
+from voicebot.sip.provisioning import (
+    AGENT_ATTRIBUTE,
+    SipProvisioner,
+    fingerprint_key,
+    inbound_trunk,
+    outbound_trunk,
+)
 
 RECEPTION = InboundRoute("reception", "agent-123", numbers=("+15550100",), auth_password="s3cret")
 FAQ = InboundRoute("faq-line", "faq", allowed_addresses=("10.0.0.0/8",))
 PBX = OutboundTrunk("pbx", "pbx.example.com:5060", ("+15550100",), "tcp", auth_password="s3cret")
 CONFIGURED = SipSettings(enabled=True, inbound=(RECEPTION, FAQ), outbound=(PBX,))
+LIVEKIT_SECRET = "provisioning-test-secret-0123456789abcdef"
 
 Info = TypeVar("Info", api.SIPInboundTrunkInfo, api.SIPOutboundTrunkInfo, api.SIPDispatchRuleInfo)
 
@@ -98,7 +107,7 @@ def server() -> FakeSipServer:
 async def test_the_first_apply_creates_a_trunk_and_rule_per_route_and_a_trunk_per_outbound(
     server: FakeSipServer,
 ) -> None:
-    provisioner = SipProvisioner(server)
+    provisioner = SipProvisioner(server, LIVEKIT_SECRET)
 
     report = await provisioner.apply(CONFIGURED)
 
@@ -123,9 +132,9 @@ async def test_the_first_apply_creates_a_trunk_and_rule_per_route_and_a_trunk_pe
 
 
 async def test_a_second_apply_of_the_same_settings_writes_nothing(server: FakeSipServer) -> None:
-    await SipProvisioner(server).apply(CONFIGURED)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
     server.writes.clear()
-    provisioner = SipProvisioner(server)
+    provisioner = SipProvisioner(server, LIVEKIT_SECRET)
 
     report = await provisioner.apply(CONFIGURED)
 
@@ -138,12 +147,12 @@ async def test_a_second_apply_of_the_same_settings_writes_nothing(server: FakeSi
 
 
 async def test_a_changed_number_updates_only_that_routes_trunk_in_place(server: FakeSipServer) -> None:
-    await SipProvisioner(server).apply(CONFIGURED)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
     ids_before = set(server.inbound)
     server.writes.clear()
     changed = replace(CONFIGURED, inbound=(replace(RECEPTION, numbers=("+15550199",)), FAQ))
 
-    report = await SipProvisioner(server).apply(changed)
+    report = await SipProvisioner(server, LIVEKIT_SECRET).apply(changed)
 
     assert server.writes == ["update inbound voicebot:reception"]
     assert report.updated == ["inbound trunk voicebot:reception"]
@@ -153,11 +162,11 @@ async def test_a_changed_number_updates_only_that_routes_trunk_in_place(server: 
 
 
 async def test_a_changed_agent_updates_only_that_routes_dispatch_rule(server: FakeSipServer) -> None:
-    await SipProvisioner(server).apply(CONFIGURED)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
     server.writes.clear()
     changed = replace(CONFIGURED, inbound=(RECEPTION, replace(FAQ, agent_id="agent-123")))
 
-    await SipProvisioner(server).apply(changed)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(changed)
 
     assert server.writes == ["update rule voicebot:faq-line"]
     rules = {r.name: r for r in server.rules.values()}
@@ -165,10 +174,12 @@ async def test_a_changed_agent_updates_only_that_routes_dispatch_rule(server: Fa
 
 
 async def test_a_changed_password_updates_the_outbound_trunk(server: FakeSipServer) -> None:
-    await SipProvisioner(server).apply(CONFIGURED)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
     server.writes.clear()
 
-    await SipProvisioner(server).apply(replace(CONFIGURED, outbound=(replace(PBX, auth_password="new"),)))
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(
+        replace(CONFIGURED, outbound=(replace(PBX, auth_password="new"),))
+    )
 
     assert server.writes == ["update outbound voicebot:pbx"]
 
@@ -181,9 +192,9 @@ async def test_what_voicebot_made_and_no_longer_configured_is_deleted_and_the_re
         api.SIPDispatchRuleInfo(name="front-desk", trunk_ids=[by_hand_trunk.sip_trunk_id])
     )
     await server.save_outbound_trunk(api.SIPOutboundTrunkInfo(name="carrier", address="sip.example.net"))
-    await SipProvisioner(server).apply(CONFIGURED)
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
     server.writes.clear()
-    provisioner = SipProvisioner(server)
+    provisioner = SipProvisioner(server, LIVEKIT_SECRET)
 
     report = await provisioner.apply(replace(CONFIGURED, inbound=(RECEPTION,), outbound=()))
 
@@ -204,3 +215,35 @@ async def test_what_voicebot_made_and_no_longer_configured_is_deleted_and_the_re
         "rules": ["front-desk", "voicebot:reception"],
     }
     assert provisioner.outbound_trunk_ids == {}
+
+
+async def test_the_metadata_holds_no_unkeyed_digest_of_a_password(server: FakeSipServer) -> None:
+    """Regression: the config fingerprint was sha256 of the serialized trunk, password included, so anyone
+    who could list trunks could test password guesses offline against the metadata."""
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
+    key = fingerprint_key(LIVEKIT_SECRET)
+    password_digest = hashlib.sha256(b"s3cret").hexdigest()
+
+    for sent in (inbound_trunk(RECEPTION, key), outbound_trunk(PBX, key)):
+        metadata = sent.metadata
+        fingerprint = json.loads(metadata)["config"]
+        sent.metadata = ""
+        unkeyed = hashlib.sha256(sent.SerializeToString(deterministic=True)).hexdigest()
+        assert fingerprint
+        assert not unkeyed.startswith(fingerprint), sent.name
+        assert not password_digest.startswith(fingerprint), sent.name
+        assert "s3cret" not in metadata
+    stored = [t.metadata for t in server.inbound.values()] + [t.metadata for t in server.outbound.values()]
+    assert len(stored) == 3
+    assert not any(password_digest[:16] in metadata for metadata in stored)
+
+
+async def test_another_api_secret_gives_other_fingerprints(server: FakeSipServer) -> None:
+    await SipProvisioner(server, LIVEKIT_SECRET).apply(CONFIGURED)
+    before = {t.name: t.metadata for t in server.outbound.values()}
+    server.writes.clear()
+
+    await SipProvisioner(server, "another-secret-0123456789abcdefghijkl").apply(CONFIGURED)
+
+    assert "update outbound voicebot:pbx" in server.writes
+    assert {t.name: t.metadata for t in server.outbound.values()} != before
