@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from livekit import api
 from pytest_aiohttp import AiohttpServer
@@ -23,7 +21,6 @@ from tests.conftest import eventually, make_settings
 from tests.servers import SipStack, free_port
 from tests.sipp import RtpSink, callee_scenario, finished, hang_up_scenario, start_sipp, uac_pcap_scenario
 from voicebot.api.app_keys import SUPERVISOR
-from voicebot.api.errors import Handler
 from voicebot.app import create_app
 from voicebot.config import InboundRoute, OutboundTrunk, RedisSettings, Settings
 from voicebot.livekit import LiveKitGateway
@@ -35,6 +32,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.sip]
 NUMBER = "+15550100"
 CALLEE = "+15550123"
 ALLOWED = ("+1555",)
+
+
+# Two API keys, so the per-key call limit can be seen to count each on its own.
+KEYS = ("phone-test-key-a-0123456789", "phone-test-key-b-0123456789")
 
 
 def phone_settings(stack: SipStack, callee_port: int = 0, allowed: tuple[str, ...] = ALLOWED) -> Settings:
@@ -50,7 +51,14 @@ def phone_settings(stack: SipStack, callee_port: int = 0, allowed: tuple[str, ..
     route = InboundRoute("reception", "agent-123", numbers=(NUMBER,), allowed_addresses=("127.0.0.1/32",))
     trunk = OutboundTrunk("test-pbx", f"127.0.0.1:{callee_port}", (NUMBER,), "udp", allowed_prefixes=allowed)
     trunks = (trunk,) if callee_port else ()
-    return replace(base, sip=replace(stack.sip_settings, inbound=(route,), outbound=trunks))
+    sip = replace(stack.sip_settings, inbound=(route,), outbound=trunks)
+    # Real API keys: the outbound-call limits count per key.
+    return replace(base, sip=sip, auth=replace(base.auth, api_keys=KEYS))
+
+
+def http_client(key: str = KEYS[0]) -> aiohttp.ClientSession:
+    """An HTTP client that sends one of the server's API keys."""
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
 
 
 @pytest.fixture
@@ -68,20 +76,8 @@ async def rtp() -> AsyncIterator[RtpSink]:
     sink.close()
 
 
-@web.middleware
-async def api_key_from_header(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stands in for the auth middleware, which sets the caller's key fingerprint on the request."""
-    if "X-Test-Key" in request.headers:
-        # The key is a plain string by the auth middleware's contract, which aiohttp only advises against.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            request["api_key_id"] = request.headers["X-Test-Key"]
-    return await handler(request)
-
-
 async def serve(aiohttp_server: AiohttpServer, stack: SipStack, settings: Settings) -> TestServer:
     app = create_app(settings)
-    app.middlewares.insert(0, api_key_from_header)
     # LiveKit sends its webhooks to the port it was started with.
     return await aiohttp_server(app, port=stack.webhook_port)
 
@@ -90,12 +86,9 @@ async def call(
     server: TestServer, to: str = CALLEE, key: str | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """POST /api/calls for agent-123: the status, the body and the headers."""
-    headers = {"X-Test-Key": key} if key else {}
     async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": to}, headers=headers
-        ) as response,
+        http_client(key or KEYS[0]) as http,
+        http.post(server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": to}) as response,
     ):
         return response.status, await response.json(), dict(response.headers)
 
@@ -131,7 +124,7 @@ def phone_rooms(supervisor: SessionSupervisor) -> list[str]:
 
 async def transcript(server: TestServer, room_name: str) -> list[dict[str, Any]]:
     async with (
-        aiohttp.ClientSession() as http,
+        http_client() as http,
         http.get(server.make_url(f"/api/sessions/{room_name}/transcript")) as response,
     ):
         body: dict[str, Any] = await response.json()
@@ -218,7 +211,7 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     callee = await start_sipp(tmp_path, callee_scenario(tmp_path, rtp.port), port=callee_port)
 
     async with (
-        aiohttp.ClientSession() as http,
+        http_client() as http,
         http.post(server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": CALLEE}) as response,
     ):
         call = await response.json()
@@ -258,7 +251,7 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     rooms_before = await livekit.room_names()
 
     async with (
-        aiohttp.ClientSession() as http,
+        http_client() as http,
         http.post(server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": CALLEE}) as response,
     ):
         body = await response.json()
@@ -282,7 +275,7 @@ async def test_an_unknown_trunk_is_a_404_that_dials_nothing(
     rooms_before = await livekit.room_names()
 
     async with (
-        aiohttp.ClientSession() as http,
+        http_client() as http,
         http.post(
             server.make_url("/api/calls"), json={"agent_id": "agent-123", "to": CALLEE, "trunk": "nowhere"}
         ) as response,
@@ -300,7 +293,7 @@ async def test_health_reports_sip_and_redis(aiohttp_server: AiohttpServer, sip_s
     settings = replace(phone_settings(sip_stack), redis=RedisSettings(url=sip_stack.redis.url))
     server = await serve(aiohttp_server, sip_stack, settings)
 
-    async with aiohttp.ClientSession() as http, http.get(server.make_url("/api/livekit/health")) as response:
+    async with http_client() as http, http.get(server.make_url("/api/livekit/health")) as response:
         report = await response.json()
 
     assert response.status == 200
@@ -378,18 +371,18 @@ async def test_over_outbound_per_hour_an_api_key_gets_a_429_and_another_key_does
     server = await serve(aiohttp_server, sip_stack, settings)
     busy = callee_scenario(tmp_path, rtp.port, busy=True)
     callee = await start_sipp(tmp_path, busy, port=callee_port)
-    status, body, _ = await call(server, key="key-a")
+    status, body, _ = await call(server, key=KEYS[0])
     assert status == 502, body
     assert (await finished(tmp_path, callee)).returncode == 0
     rooms_before = await livekit.room_names()
 
-    status, body, headers = await call(server, key="key-a")
+    status, body, headers = await call(server, key=KEYS[0])
 
     assert status == 429, body
     assert body["error"]["code"] == "rate_limited"
     assert 3500 < int(headers["Retry-After"]) <= 3600
     assert await livekit.room_names() == rooms_before
     callee = await start_sipp(tmp_path, busy, port=callee_port)
-    status, body, _ = await call(server, key="key-b")
+    status, body, _ = await call(server, key=KEYS[1])
     assert (status, body["error"]["code"]) == (502, "callee_busy")
     assert (await finished(tmp_path, callee)).returncode == 0

@@ -7,7 +7,6 @@ import hmac
 import ipaddress
 import math
 import time
-import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
@@ -21,8 +20,8 @@ from voicebot.config import Settings
 
 log = structlog.get_logger(__name__)
 
-# Plain string keys, as other code reads them with request.get("api_key_id", "anonymous").
-API_KEY_ID = "api_key_id"
+# The caller's key by its fingerprint (never the key), for per-key limits; ANONYMOUS without one.
+API_KEY_ID = web.RequestKey("api_key_id", str)
 ANONYMOUS = "anonymous"
 # True when no keys are configured or the request carried a valid one: health shows its detail.
 AUTHENTICATED = web.RequestKey("authenticated", bool)
@@ -121,10 +120,7 @@ class RateLimiter:
 
 
 def _set_key_id(request: web.Request, value: str) -> None:
-    # aiohttp recommends typed RequestKeys; this one is a plain string because other modules read it so.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        request[API_KEY_ID] = value
+    request[API_KEY_ID] = value
 
 
 def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Middleware:

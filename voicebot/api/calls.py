@@ -7,6 +7,7 @@ import re
 from aiohttp import web
 
 from voicebot.api.app_keys import ROOMS, SETTINGS, SIP
+from voicebot.api.auth import ANONYMOUS, API_KEY_ID
 from voicebot.api.body import read_json_object, require_identifier
 from voicebot.api.errors import ApiError
 
@@ -31,7 +32,7 @@ async def place_call(request: web.Request) -> web.Response:
     )
     trunk_id = request.app[SIP].outbound_trunk_ids.get(trunk)
     # Set by the auth middleware: a fingerprint of the caller's key, never the key itself.
-    api_key_id = str(request.get("api_key_id", "anonymous"))
+    api_key_id = request.get(API_KEY_ID, ANONYMOUS)
     call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id, api_key_id=api_key_id)
     return web.json_response(
         {
