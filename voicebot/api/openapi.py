@@ -296,10 +296,12 @@ RESPONSES: dict[str, Schema] = {
 
 
 def _operation(
+    operation_id: str,
     summary: str,
     responses: dict[str, Schema],
     *,
     body: str | None = None,
+    example: Schema | None = None,
     security: list[dict[str, list[str]]] | None = None,
     parameters: list[Schema] | None = None,
 ) -> Schema:
@@ -307,9 +309,12 @@ def _operation(
     shared: dict[str, Schema] = {"421": _ref("responses", "MisdirectedRequest")}
     if security is None or security == KEY_OPTIONAL:
         shared |= {"401": _ref("responses", "Unauthorized"), "429": _ref("responses", "RateLimited")}
-    operation: Schema = {"summary": summary}
+    operation: Schema = {"operationId": operation_id, "summary": summary}
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema(body)}}}
+        media: Schema = {"schema": _schema(body)}
+        if example is not None:
+            media["example"] = example
+        operation["requestBody"] = {"required": True, "content": {JSON: media}}
         shared |= {
             "400": _ref("responses", "BadRequest"),
             "403": _ref("responses", "ForbiddenOrigin"),
@@ -332,8 +337,20 @@ ROOM_NAME_PARAMETER: Schema = {
 }
 
 
+# What a client does next with the room it was given.
+ROOM_LINKS: Schema = {
+    "Transcript": {"operationId": "getTranscript", "parameters": {"room_name": "$response.body#/room_name"}},
+    "StopSession": {"operationId": "stopSession", "parameters": {"room_name": "$response.body#/room_name"}},
+    "SendAnotherAgent": {
+        "operationId": "sendAgent",
+        "requestBody": {"agent_id": "faq", "room_name": "$response.body#/room_name"},
+    },
+}
+
+
 def _health(method: str) -> Schema:
     return _operation(
+        f"health{method.title()}",
         f"The health of this process, LiveKit, SIP, Redis and the embedded programs ({method})",
         {
             "200": _json(_schema("HealthReport"), "LiveKit answers; `status` is `ok` or `degraded`."),
@@ -350,17 +367,22 @@ def _session_not_found() -> Schema:
 PATHS: dict[str, dict[str, Schema]] = {
     "/api/livekit/create-room": {
         "post": _operation(
+            "createRoom",
             "Create a room with its agent, and a token to join it",
             {
-                "200": _json(_schema("CreateRoomResponse"), "The room; the agent is on its way in."),
+                "200": _json(_schema("CreateRoomResponse"), "The room; the agent is on its way in.")
+                | {"links": ROOM_LINKS},
                 "404": _error("No agent has that id.", ["unknown_agent"]),
                 "503": _ref("responses", "Unavailable"),
             },
             body="CreateRoomRequest",
+            # The shipped config.toml's first agent.
+            example={"agent_id": "agent-123"},
         )
     },
     "/api/livekit/job-notification": {
         "post": _operation(
+            "sendAgent",
             "Send an agent into a room that exists",
             {
                 "200": _json(_schema("JobNotificationResponse"), "The room has that agent already."),
@@ -371,10 +393,12 @@ PATHS: dict[str, dict[str, Schema]] = {
                 "503": _ref("responses", "Unavailable"),
             },
             body="JobNotificationRequest",
+            example={"agent_id": "faq", "room_name": "my-room"},
         )
     },
     "/api/sessions": {
         "get": _operation(
+            "listSessions",
             "The live sessions of every process",
             {
                 "200": _json(_schema("SessionList"), "The live sessions."),
@@ -384,6 +408,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/api/sessions/{room_name}": {
         "delete": _operation(
+            "stopSession",
             "Stop the agent in a room",
             {
                 "200": _json(_schema("SessionRecord"), "The agent has left; the ended session."),
@@ -397,6 +422,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/api/sessions/{room_name}/transcript": {
         "get": _operation(
+            "getTranscript",
             "A session's transcript, live or recently ended",
             {
                 "200": _json(_schema("Transcript"), "The transcript so far."),
@@ -409,11 +435,14 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/api/agents": {
         "get": _operation(
-            "The agents config.toml defines", {"200": _json(_schema("AgentList"), "Every agent.")}
+            "listAgents",
+            "The agents config.toml defines",
+            {"200": _json(_schema("AgentList"), "Every agent.")},
         )
     },
     "/api/calls": {
         "post": _operation(
+            "placeCall",
             "An agent phones someone through an outbound SIP trunk",
             {
                 "201": _json(_schema("CallResponse"), "The call was answered; the agent is talking."),
@@ -436,10 +465,12 @@ PATHS: dict[str, dict[str, Schema]] = {
                 "504": _error("The dialled phone rang out.", ["no_answer"]),
             },
             body="CallRequest",
+            example={"agent_id": "agent-123", "to": "+15550100"},
         )
     },
     "/api/livekit/webhook": {
         "post": _operation(
+            "livekitWebhook",
             "LiveKit's webhook events, signed with this server's API key and secret",
             {
                 "200": _json(_schema("WebhookOutcome"), "The event was verified and handled."),
@@ -464,6 +495,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/livekit/health": {"get": _health("GET"), "post": _health("POST")},
     "/healthz": {
         "get": _operation(
+            "healthz",
             "Liveness: answers while the process lives",
             {"200": _json(_schema("Status"), "Alive.")},
             security=PUBLIC,
@@ -471,6 +503,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/readyz": {
         "get": _operation(
+            "readyz",
             "Readiness: 200 only while new rooms can be served",
             {
                 "200": _json(_schema("Status"), "Ready."),
@@ -481,6 +514,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     OPENAPI_PATH: {
         "get": _operation(
+            "getOpenApi",
             "This document",
             {"200": _json({"type": "object"}, "The OpenAPI 3.1 document of this API.")},
             security=PUBLIC,
@@ -488,6 +522,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/": {
         "get": _operation(
+            "getPage",
             "The browser test page",
             {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
             security=PUBLIC,
@@ -495,13 +530,22 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/static/{path}": {
         "get": _operation(
+            "getStaticFile",
             "A file of the test page",
             {
                 "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
                 "404": _error("No such file under static/.", ["not_found"]),
             },
             security=PUBLIC,
-            parameters=[{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+            parameters=[
+                {
+                    "name": "path",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "example": "app.js",
+                }
+            ],
         )
     },
 }
