@@ -337,6 +337,8 @@ ROOM_NAME_PARAMETER: Schema = {
 }
 
 
+NOT_MODIFIED: Schema = {"description": "Unchanged since the request's If-Modified-Since."}
+
 # What a client does next with the room it was given.
 ROOM_LINKS: Schema = {
     "Transcript": {"operationId": "getTranscript", "parameters": {"room_name": "$response.body#/room_name"}},
@@ -524,7 +526,10 @@ PATHS: dict[str, dict[str, Schema]] = {
         "get": _operation(
             "getPage",
             "The browser test page",
-            {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            {
+                "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": NOT_MODIFIED,
+            },
             security=PUBLIC,
         )
     },
@@ -534,6 +539,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "A file of the test page",
             {
                 "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
+                "304": NOT_MODIFIED,
                 "404": _error("No such file under static/.", ["not_found"]),
             },
             security=PUBLIC,
