@@ -41,7 +41,7 @@ async def served() -> AsyncIterator[VoicebotProcess]:
         VOICEBOT_AUTH_API_KEYS=API_KEY,
         # schemathesis creates rooms (each with an agent) faster than it stops them; at_capacity is the
         # designed answer to that, not what this run looks for.
-        VOICEBOT_SESSIONS_MAX_CONCURRENT="100",
+        VOICEBOT_SESSIONS_MAX_CONCURRENT="150",
     )
     yield bot
     await bot.stop()
