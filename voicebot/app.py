@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
-from voicebot.api import agents, calls, health, page, rooms, sessions, webhooks
+from voicebot.api import agents, calls, health, openapi, page, rooms, sessions, webhooks
 from voicebot.api.app_keys import (
     CLUSTER,
     EMBEDDED,
@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     health.add_routes(app)
     sessions.add_routes(app)
     page.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

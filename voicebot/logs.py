@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_KEYS = frozenset({"token", "access_token", "api_secret", "secret", "authorization", "password"})
 # A phone number wherever it hides in a value: a participant identity (sip_+15550123), a room name
@@ -87,3 +88,29 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root.setLevel(level.upper())
     # aiohttp's own access log would repeat our request event in another format.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, UnparsableRequestFilter) for f in server_log.filters):
+        server_log.addFilter(UnparsableRequestFilter())
+
+
+class UnparsableRequestFilter(logging.Filter):
+    """Turn aiohttp's traceback for a request it could not parse into one warning event.
+
+    aiohttp answers such requests itself (a text/plain 400, before any middleware) and logs the parser's
+    exception with its traceback and the first bytes of the offending line, which may be a credential.
+    A client's malformed request is not our failure: one line naming the kind of fault is enough.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "http_request_rejected",
+                (),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.status = exc.code
+            record.reason = type(exc).__name__
+        return True

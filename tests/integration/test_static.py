@@ -56,8 +56,18 @@ async def test_an_unchanged_file_is_answered_with_304(client: TestClient[Any, An
     assert again.status == 304
 
 
-@pytest.mark.parametrize("path", ["/static/../config.toml", "/static/%2e%2e/pyproject.toml", "/static/x.js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../config.toml",
+        "/static/%2e%2e/pyproject.toml",
+        "/static/x.js",
+        "/static/%C3%A3%0D",
+        "/static/a%0Ab",
+    ],
+)
 async def test_files_outside_static_or_missing_are_a_json_404(client: Client, path: str) -> None:
+    """Regression (found by schemathesis): a path with CR or LF got a 500, aiohttp refusing it as a reason."""
     response = await client.get(path)
 
     assert response.status == 404

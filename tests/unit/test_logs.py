@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import LineTooLong
 
 from voicebot.logs import configure_logging, mask_phone
 
@@ -79,3 +80,28 @@ def test_a_number_anywhere_in_a_log_line_is_masked() -> None:
 
 def teardown_function() -> None:
     logging.getLogger().handlers.clear()
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_warning_without_traceback_or_its_bytes() -> None:
+    """Regression: an oversized header logged aiohttp's traceback and the header's first 100 bytes."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        raise LineTooLong(b"Authorization: Bearer s3cr3t-key", "8190")
+    except LineTooLong as exc:
+        # What aiohttp's RequestHandler.handle_error does with a parser error.
+        logging.getLogger("aiohttp.server").exception(
+            "Error handling request from %s", "127.0.0.1", exc_info=exc
+        )
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert (event["event"], event["level"], event["status"], event["reason"]) == (
+        "http_request_rejected",
+        "warning",
+        400,
+        "LineTooLong",
+    )
+    assert "s3cr3t" not in lines[0]
+    assert "Traceback" not in lines[0]

@@ -27,6 +27,8 @@ ANONYMOUS = "anonymous"
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 
 HEALTH_PATH = "/api/livekit/health"
+# The API's own description says nothing the README does not; clients fetch it before they hold a key.
+OPENAPI_PATH = "/api/openapi.json"
 CREATE_ROOM_PATH = "/api/livekit/create-room"
 # What `[auth] public_create_room` opens to anonymous callers.
 PUBLIC_ROUTES = frozenset({("POST", CREATE_ROOM_PATH), ("GET", "/api/agents")})
@@ -144,7 +146,7 @@ def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monoto
             request[AUTHENTICATED] = True
             return await handler(request)
         path = request.path
-        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH):
+        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH, OPENAPI_PATH):
             return await handler(request)
         if token is None and auth.public_create_room and (request.method, path) in PUBLIC_ROUTES:
             if path == CREATE_ROOM_PATH:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from voicebot.api.app_keys import ROOMS, SETTINGS, SIP
 from voicebot.api.auth import ANONYMOUS, API_KEY_ID
-from voicebot.api.body import read_json_object, require_identifier
+from voicebot.api.body import optional_identifier, read_json_object, require_identifier, require_string
 from voicebot.api.errors import ApiError
 
 # A phone number (+15550100) or a SIP user part; nothing that could smuggle a URI parameter.
@@ -19,17 +19,13 @@ async def place_call(request: web.Request) -> web.Response:
     """Create a room, start the agent, dial; 201 once the call is answered."""
     body = await read_json_object(request)
     agent_id = require_identifier(body, "agent_id")
-    to = body.get("to")
-    if not isinstance(to, str) or not CALLEE_PATTERN.fullmatch(to):
-        raise ApiError(400, "invalid_field", "the field 'to' must be a phone number such as +15550100")
+    to = require_string(body, "to", CALLEE_PATTERN, "a phone number such as +15550100")
+    named_trunk = optional_identifier(body, "trunk")
+    # The body is checked whole first, so a malformed request gets the same 400 whether SIP is on or not.
     sip = request.app[SETTINGS].sip
     if not sip.enabled:
         raise ApiError(409, "sip_disabled", "phone calls are off: set enabled = true in the [sip] section")
-    trunk = (
-        require_identifier(body, "trunk")
-        if "trunk" in body
-        else (sip.outbound[0].name if sip.outbound else "")
-    )
+    trunk = named_trunk or (sip.outbound[0].name if sip.outbound else "")
     trunk_id = request.app[SIP].outbound_trunk_ids.get(trunk)
     # Set by the auth middleware: a fingerprint of the caller's key, never the key itself.
     api_key_id = request.get(API_KEY_ID, ANONYMOUS)

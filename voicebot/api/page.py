@@ -61,7 +61,8 @@ async def static_file(request: web.Request) -> web.FileResponse:
     root = STATIC_DIR.resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file() or path.name.startswith("."):
-        raise web.HTTPNotFound(reason=f"no file static/{relative}")
+        # No reason built from the path: aiohttp refuses one holding CR or LF with a ValueError (a 500).
+        raise web.HTTPNotFound()
     response = web.FileResponse(path)
     response.headers["Cache-Control"] = IMMUTABLE if relative.startswith("vendor/") else REVALIDATE
     response.headers["X-Content-Type-Options"] = "nosniff"
