@@ -15,7 +15,7 @@ from aiohttp import web
 
 from voicebot.config import ConfigError, Settings, load_settings
 from voicebot.embedded.runner import EmbeddedProgramError
-from voicebot.livekit import join_grants, sign_token
+from voicebot.livekit import join_grants, join_ttl, sign_token
 from voicebot.logs import configure_logging
 from voicebot.shutdown import StopSignals
 
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", parents=[common], help="print a join token for a room")
     token.add_argument("--room", required=True, help="room name")
     token.add_argument("--identity", required=True, help="participant identity")
-    token.add_argument("--ttl", type=int, default=None, help="seconds the token is valid")
+    token.add_argument(
+        "--ttl", type=int, default=None, help="seconds the token is valid (at most livekit.token_ttl_s)"
+    )
     args = parser.parse_args(argv)
 
     config_path: Path = args.config
@@ -84,7 +86,9 @@ def _with_listen_address(settings: Settings, host: str | None, port: int | None)
 
 def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> str:
     lk = settings.livekit
-    return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl_s or lk.token_ttl_s)
+    # --ttl may shorten the token's life, never lengthen it past livekit.token_ttl_s.
+    ttl = join_ttl(ttl_s, lk.token_ttl_s)
+    return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl)
 
 
 def _serve(settings: Settings) -> int:

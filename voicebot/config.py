@@ -9,8 +9,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from voicebot.redis_address import InvalidRedisUrl, RedisAddress
 
 IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # "voicebot_" + agent id + "_" + 8 hex characters must still be a valid room name (64 at most).
@@ -81,6 +84,13 @@ class RedisSettings:
     another process takes the room over once it lapses."""
     heartbeat_s: float = 0.5
     """How often a process renews its heartbeat and leases, and looks for rooms to take over."""
+
+    @cached_property
+    def address(self) -> RedisAddress | None:
+        """`url` parsed once (host, port, login, TLS, db); None when empty or a unix:// socket."""
+        if not self.url.startswith(("redis://", "rediss://")):
+            return None
+        return RedisAddress.parse(self.url)
 
 
 @dataclass(frozen=True)
@@ -428,6 +438,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("logging.format", "must be one of auto, console, json")
     if settings.redis.url and not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    try:
+        redis_address = settings.redis.address
+    except InvalidRedisUrl as exc:
+        raise ConfigError("redis.url", str(exc)) from None
+    if settings.sip.enabled and settings.livekit.embedded and settings.redis.url and redis_address is None:
+        raise ConfigError("redis.url", "livekit-server and livekit-sip need a redis:// or rediss:// URL")
     if not 0 < settings.redis.heartbeat_s * 2 <= settings.redis.lease_ttl_s:
         raise ConfigError("redis.heartbeat_s", "must be above 0 and at most half of redis.lease_ttl_s")
     if not settings.agents:
