@@ -184,6 +184,8 @@ class AgentDefinition:
     tts: ProviderChoice = field(default_factory=ProviderChoice)
     turn: TurnSettings = field(default_factory=TurnSettings)
     rules: tuple[Rule, ...] = ()
+    text_input: bool = False
+    """Whether text a participant sends on the lk.chat topic reaches the agent's LLM as a turn."""
 
 
 @dataclass(frozen=True)
