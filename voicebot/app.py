@@ -107,7 +107,12 @@ async def _start_services(
         stack.push_async_callback(redis_client.aclose)
         app[REDIS] = redis_client
     # [redis] url shares state with other processes; otherwise it lives in this one.
-    store: StateStore = RedisStore(settings.redis.url) if settings.redis.url else InMemoryStore()
+    max_lines = settings.sessions.max_transcript_lines
+    store: StateStore = (
+        RedisStore(settings.redis.url, max_transcript_lines=max_lines)
+        if settings.redis.url
+        else InMemoryStore(max_transcript_lines=max_lines)
+    )
     stack.push_async_callback(store.aclose)
     supervisor = SessionSupervisor(
         settings.sessions,

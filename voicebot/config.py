@@ -115,6 +115,8 @@ class SessionSettings:
     """The Retry-After a refused request is given."""
     max_provider_errors: int = 3
     """Failed STT, LLM or TTS requests in a row a session tolerates before it ends (livekit-agents: 3)."""
+    max_transcript_lines: int = 500
+    """Lines a session's transcript keeps; past it the oldest are dropped (both stores)."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +434,8 @@ def _validate(settings: Settings) -> None:
     for key in ("request_timeout_s", "startup_timeout_s"):
         if getattr(lk, key) <= 0:
             raise ConfigError(f"livekit.{key}", "must be greater than 0")
+    if settings.sessions.max_transcript_lines < 1:
+        raise ConfigError("sessions.max_transcript_lines", "must be at least 1")
     if settings.server.max_body_bytes < 256:
         raise ConfigError("server.max_body_bytes", "must be at least 256")
     if settings.logging.level.lower() not in {"debug", "info", "warning", "error"}:
