@@ -59,7 +59,7 @@ async def main(rounds: int, rooms: int) -> None:
         redis = EmbeddedRedis(free_port(), data_dir=Path(data))
         await redis.start()
         livekit = EmbeddedLiveKitServer(
-            find_binary(), free_livekit_ports(), API_KEY, API_SECRET, redis_address=redis.address
+            find_binary(), free_livekit_ports(), API_KEY, API_SECRET, redis=redis.address
         )
         await livekit.start()
         env = {

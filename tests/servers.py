@@ -46,14 +46,18 @@ async def livekit_server() -> AsyncIterator[EmbeddedLiveKitServer]:
 
 
 def livekit_on(redis: EmbeddedRedis, webhook_urls: tuple[str, ...] = ()) -> EmbeddedLiveKitServer:
-    """A livekit-server on free ports in multi-node mode on `redis` (not started yet)."""
+    """A livekit-server on free ports in multi-node mode on `redis` (not started yet).
+
+    It creates a room someone joins, as phone calls need (see server_config).
+    """
     return EmbeddedLiveKitServer(
         find_binary(os.environ.get("LIVEKIT_SERVER_BIN", "")),
         free_livekit_ports(),
         API_KEY,
         API_SECRET,
-        redis_address=redis.address,
+        redis=redis.address,
         webhook_urls=webhook_urls,
+        auto_create_rooms=True,
     )
 
 
@@ -100,7 +104,7 @@ async def sip_stack() -> AsyncIterator[SipStack]:
         livekit_url=livekit.url,
         api_key=API_KEY,
         api_secret=API_SECRET,
-        redis_address=redis.address,
+        redis=redis.address,
         # livekit-sip refuses calls ("cpu exhausted") above 90% CPU, which a shared test machine reaches.
         extra_config={"max_cpu_utilization": 0.99},
     )

@@ -16,6 +16,7 @@ from livekit import rtc
 from voicebot.livekit import AGENT_IDENTITY_PREFIX
 
 TRANSCRIPTION_TOPIC = "lk.transcription"
+CHAT_TOPIC = "lk.chat"
 FINAL_ATTRIBUTE = "lk.transcription_final"
 STATE_ATTRIBUTE = "lk.agent.state"
 FRAME_MS = 10
@@ -217,6 +218,10 @@ class VoiceClient:
         final = (reader.info.attributes or {}).get(FINAL_ATTRIBUTE) == "true"
         self.heard.append(Heard(identity, text, final, time.monotonic()))
         self._changed.set()
+
+    async def type_text(self, text: str) -> None:
+        """Send text as a chat message on lk.chat, the topic livekit-agents reads text turns from."""
+        await self.room.local_participant.send_text(text, topic=CHAT_TOPIC)
 
     def finals(self, *, agent: bool) -> list[str]:
         """Final transcriptions from the agent (its replies) or from people (what they said)."""

@@ -17,7 +17,7 @@ from aiohttp import web
 from voicebot.config import ConfigError, Settings, load_settings
 from voicebot.embedded.runner import EmbeddedProgramError
 from voicebot.exposure import check_exposure
-from voicebot.livekit import join_grants, sign_token
+from voicebot.livekit import join_grants, join_ttl, sign_token
 from voicebot.logs import configure_logging
 from voicebot.shutdown import StopSignals
 
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", parents=[common], help="print a join token for a room")
     token.add_argument("--room", required=True, help="room name")
     token.add_argument("--identity", required=True, help="participant identity")
-    token.add_argument("--ttl", type=int, default=None, help="seconds the token is valid")
+    token.add_argument(
+        "--ttl", type=int, default=None, help="seconds the token is valid (at most livekit.token_ttl_s)"
+    )
     commands.add_parser(
         "keys", help="print a fresh API key and LiveKit key pair as lines of an env file (.env)"
     )
@@ -92,20 +94,24 @@ def _with_listen_address(settings: Settings, host: str | None, port: int | None)
 
 
 def fresh_keys() -> str:
-    """VOICEBOT_AUTH_API_KEYS, LIVEKIT_API_KEY and LIVEKIT_API_SECRET lines with new random values."""
+    """VOICEBOT_AUTH_API_KEYS, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and REDIS_PASSWORD lines, all new."""
     # URL-safe base64 carries no comma (the API key list's separator), quote or space.
     return "\n".join(
         [
             f"VOICEBOT_AUTH_API_KEYS={secrets.token_urlsafe(32)}",
             f"LIVEKIT_API_KEY=API{secrets.token_hex(6)}",
             f"LIVEKIT_API_SECRET={secrets.token_urlsafe(36)}",
+            # compose.yaml puts it into a redis:// URL, which URL-safe characters never break.
+            f"REDIS_PASSWORD={secrets.token_urlsafe(32)}",
         ]
     )
 
 
 def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> str:
     lk = settings.livekit
-    return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl_s or lk.token_ttl_s)
+    # --ttl may shorten the token's life, never lengthen it past livekit.token_ttl_s.
+    ttl = join_ttl(ttl_s, lk.token_ttl_s)
+    return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl)
 
 
 def _serve(settings: Settings) -> int:

@@ -111,14 +111,19 @@ async def _start_services(
     if embedded is not None:
         stack.push_async_callback(_close_rooms, gateway)
     sip_server = embedded.sip if embedded is not None else None
-    redis_url = embedded.redis_url if embedded is not None else ""
-    if redis_url:
+    embedded_redis = embedded.redis_address if embedded is not None else None
+    if embedded_redis is not None:
         # Only the Redis that LiveKit and livekit-sip share; a state store in Redis is checked through itself.
-        redis_client = Redis.from_url(redis_url, socket_timeout=lk.request_timeout_s)
+        redis_client = Redis.from_url(embedded_redis.url, socket_timeout=lk.request_timeout_s)
         stack.push_async_callback(redis_client.aclose)
         app[REDIS] = redis_client
     # [redis] url shares state with other processes; otherwise it lives in this one.
-    store: StateStore = RedisStore(settings.redis.url) if settings.redis.url else InMemoryStore()
+    max_lines = settings.sessions.max_transcript_lines
+    store: StateStore = (
+        RedisStore(settings.redis.url, max_transcript_lines=max_lines)
+        if settings.redis.url
+        else InMemoryStore(max_transcript_lines=max_lines)
+    )
     stack.push_async_callback(store.aclose)
     supervisor = SessionSupervisor(
         settings.sessions,

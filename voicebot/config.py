@@ -10,8 +10,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from voicebot.redis_address import InvalidRedisUrl, RedisAddress
 
 IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # "voicebot_" + agent id + "_" + 8 hex characters must still be a valid room name (64 at most).
@@ -92,6 +95,13 @@ class RedisSettings:
     heartbeat_s: float = 0.5
     """How often a process renews its heartbeat and leases, and looks for rooms to take over."""
 
+    @cached_property
+    def address(self) -> RedisAddress | None:
+        """`url` parsed once (host, port, login, TLS, db); None when empty or a unix:// socket."""
+        if not self.url.startswith(("redis://", "rediss://")):
+            return None
+        return RedisAddress.parse(self.url)
+
 
 @dataclass(frozen=True)
 class AuthSettings:
@@ -132,6 +142,8 @@ class SessionSettings:
     unjoined_timeout_s: float = 30.0
     """A room made by create-room that nobody joins within this long closes (end reason `nobody_joined`)
     and frees its place; LiveKit's empty_timeout_s is far longer, and agents do not count as people."""
+    max_transcript_lines: int = 500
+    """Lines a session's transcript keeps; past it the oldest are dropped (both stores)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,8 @@ class AgentDefinition:
     tts: ProviderChoice = field(default_factory=ProviderChoice)
     turn: TurnSettings = field(default_factory=TurnSettings)
     rules: tuple[Rule, ...] = ()
+    text_input: bool = False
+    """Whether text a participant sends on the lk.chat topic reaches the agent's LLM as a turn."""
 
 
 @dataclass(frozen=True)
@@ -490,6 +504,8 @@ def _validate(settings: Settings) -> None:
     for key in ("max_duration_s", "unjoined_timeout_s"):
         if getattr(sessions, key) <= 0:
             raise ConfigError(f"sessions.{key}", "must be greater than 0")
+    if settings.sessions.max_transcript_lines < 1:
+        raise ConfigError("sessions.max_transcript_lines", "must be at least 1")
     if settings.server.max_body_bytes < 256:
         raise ConfigError("server.max_body_bytes", "must be at least 256")
     if settings.logging.level.lower() not in {"debug", "info", "warning", "error"}:
@@ -498,6 +514,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("logging.format", "must be one of auto, console, json")
     if settings.redis.url and not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    try:
+        redis_address = settings.redis.address
+    except InvalidRedisUrl as exc:
+        raise ConfigError("redis.url", str(exc)) from None
+    if settings.sip.enabled and settings.livekit.embedded and settings.redis.url and redis_address is None:
+        raise ConfigError("redis.url", "livekit-server and livekit-sip need a redis:// or rediss:// URL")
     if not 0 < settings.redis.heartbeat_s * 2 <= settings.redis.lease_ttl_s:
         raise ConfigError("redis.heartbeat_s", "must be above 0 and at most half of redis.lease_ttl_s")
     if not settings.agents:

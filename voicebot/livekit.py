@@ -186,7 +186,10 @@ class LiveKitGateway:
             raise DialFailed(to, None, exc.message) from exc
 
     def user_token(self, room_name: str, *, ttl_s: int) -> tuple[str, str]:
-        """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt)."""
+        """A join token for a fresh user identity, valid only in `room_name`; returns (identity, jwt).
+
+        `ttl_s` is livekit.token_ttl_s, which caps every join token voicebot signs.
+        """
         identity = f"{USER_IDENTITY_PREFIX}{secrets.token_hex(6)}"
         return identity, self.token(identity, join_grants(room_name), ttl_s=ttl_s, name="Caller")
 
@@ -227,11 +230,27 @@ class LiveKitGateway:
             raise LiveKitUnavailable(action, _describe(exc)) from exc
 
 
+# A caller talks to an agent: a microphone is all a person's token may publish, never a camera or a screen.
+USER_PUBLISH_SOURCES = ("microphone",)
+
+
 def join_grants(room_name: str) -> api.VideoGrants:
-    """What a person may do in one room: join, publish, subscribe, send data; nothing administrative."""
+    """What a person may do in one room: join, publish their microphone, subscribe, send data; no admin."""
     return api.VideoGrants(
-        room_join=True, room=room_name, can_publish=True, can_subscribe=True, can_publish_data=True
+        room_join=True,
+        room=room_name,
+        can_publish=True,
+        can_publish_sources=list(USER_PUBLISH_SOURCES),
+        can_subscribe=True,
+        can_publish_data=True,
     )
+
+
+def join_ttl(requested_s: int | None, limit_s: int) -> int:
+    """How long a join token lives: what was asked, but never longer than `limit_s` (livekit.token_ttl_s)."""
+    if requested_s is None or requested_s < 1:
+        return limit_s
+    return min(requested_s, limit_s)
 
 
 def sign_token(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aiohttp
@@ -281,8 +282,15 @@ async def test_keys_prints_an_env_file_whose_keys_work() -> None:
 
     assert code == 0
     lines = dict(line.split("=", 1) for line in out.strip().splitlines())
-    assert list(lines) == ["VOICEBOT_AUTH_API_KEYS", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"]
+    assert list(lines) == [
+        "VOICEBOT_AUTH_API_KEYS",
+        "LIVEKIT_API_KEY",
+        "LIVEKIT_API_SECRET",
+        "REDIS_PASSWORD",
+    ]
     assert len(lines["LIVEKIT_API_SECRET"]) >= 32
+    # compose.yaml writes it into a redis:// URL.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", lines["REDIS_PASSWORD"])
     assert all(value and not any(c in value for c in " ,'\"") for value in lines.values())
     _, again, _ = await run_cli("keys")
     assert set(again.splitlines()).isdisjoint(out.splitlines())

@@ -6,12 +6,16 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 from livekit import api, rtc
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port, free_sip_port
 from tests.sipp import RtpSink, finished, start_sipp, uac_pcap_scenario
@@ -50,6 +54,21 @@ async def test_token_command_prints_a_join_token_for_the_room() -> None:
     assert claims.video.room == "lobby"
     assert claims.video.room_join
     assert not claims.video.room_admin
+    assert claims.video.can_publish_sources == ["microphone"]
+
+
+async def test_token_command_never_signs_a_token_longer_than_token_ttl_s() -> None:
+    env = cli_env(LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET=API_SECRET, VOICEBOT_LIVEKIT_TOKEN_TTL_S="600")
+    before = int(time.time())
+
+    code, long, _ = await run_cli("token", "--room", "lobby", "--identity", "a", "--ttl", "86400", env=env)
+    _, short, _ = await run_cli("token", "--room", "lobby", "--identity", "a", "--ttl", "60", env=env)
+
+    assert code == 0
+    long_exp = jwt.decode(long.strip(), options={"verify_signature": False})["exp"]
+    short_exp = jwt.decode(short.strip(), options={"verify_signature": False})["exp"]
+    assert before + 600 <= long_exp <= int(time.time()) + 600
+    assert short_exp <= int(time.time()) + 60
 
 
 async def test_a_bad_config_stops_startup_with_one_line_naming_the_key(tmp_path: Path) -> None:
@@ -174,6 +193,13 @@ async def test_serve_with_sip_on_runs_redis_and_livekit_sip_and_takes_a_phone_ca
             health = await response.json()
         assert health["sip"]["reachable"] is True
         assert health["redis"]["reachable"] is True
+        # voicebot, livekit-server and livekit-sip have its password; a stranger on loopback does not.
+        async with Redis(port=redis_port, protocol=2) as stranger:
+            with pytest.raises(AuthenticationError, match="Authentication required"):  # NOAUTH
+                await stranger.get("anything")
+        redis_pid = health["embedded"]["redis-server"]["pid"]
+        argv = await asyncio.to_thread(Path(f"/proc/{redis_pid}/cmdline").read_bytes)
+        assert b"requirepass" not in argv, "the password must not be visible to `ps`"
 
         # The shipped config routes +15550100 from 127.0.0.1 to Reception.
         sipp = await start_sipp(

@@ -6,15 +6,18 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 from livekit import rtc
+from pytest_aiohttp import AiohttpClient
 
 from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.api.app_keys import SUPERVISOR
+from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.providers.sphinx_stt import SphinxSTT
@@ -147,3 +150,41 @@ async def test_an_end_of_call_rule_says_goodbye_and_closes_the_room(
     assert ended is not None
     assert ended.end_reason == "call_ended"
     assert not await livekit.room_exists(room["room_name"])
+
+
+def with_text_input(settings: Settings, enabled: bool) -> Settings:
+    agents = tuple(replace(a, text_input=enabled) if a.id == "agent-123" else a for a in settings.agents)
+    return replace(settings, agents=agents)
+
+
+@pytest.mark.parametrize("text_input", [False, True], ids=["text-off", "text-on"])
+async def test_typed_text_reaches_the_agent_only_when_its_config_enables_text_input(
+    aiohttp_client: AiohttpClient, settings: Settings, text_input: bool
+) -> None:
+    """Text on lk.chat went straight to the LLM of every agent: livekit-agents reads it unless told not to."""
+    client = await aiohttp_client(create_app(with_text_input(settings, text_input)))
+    response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    room = await response.json()
+    person = VoiceClient(room["livekit_url"], room["access_token"])
+    await person.connect()
+    try:
+        await person.wait_for_greeting()
+        await person.wait_until_listening(20, "the agent to listen")
+        agent = settings.agent("agent-123")
+        assert agent is not None
+        hours, address = agent.rules[0].reply, agent.rules[2].reply
+
+        await person.type_text(QUESTION)
+        if text_input:
+            await person.wait_for(lambda: hours in person.finals(agent=True), 30, "the reply to the text")
+            return
+        # Then a spoken question: its reply is the proof the agent got there, and the typed one came first.
+        await person.wait_until_listening(20, "the agent to listen")
+        speech, rate = await espeak("where are you")
+        await person.say(speech, rate)
+        await person.wait_for(lambda: address in person.finals(agent=True), 30, "the reply to the speech")
+        assert hours not in person.finals(agent=True)
+        transcript = await (await client.get(f"/api/sessions/{room['room_name']}/transcript")).json()
+        assert QUESTION not in [line["text"] for line in transcript["lines"]]
+    finally:
+        await person.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ from livekit import api, rtc
 from livekit.protocol import rtc as signal
 
 from voicebot.config import Settings
-from voicebot.livekit import LiveKitGateway
+from voicebot.livekit import LiveKitGateway, join_grants, sign_token
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +76,31 @@ async def test_token_verifies_with_the_configured_key_and_grants_only_that_room(
     assert not claims.video.room_create
     assert not claims.video.room_list
     assert not claims.video.room_record
+
+
+async def test_token_publishes_only_a_microphone_and_expires_within_the_configured_ttl(
+    client: Client, settings: Settings
+) -> None:
+    before = int(time.time())
+    body = await create_room(client)
+
+    decoded = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert decoded["video"]["canPublishSources"] == ["microphone"]
+    assert before < decoded["exp"] <= int(time.time()) + settings.livekit.token_ttl_s
+
+
+async def test_a_valid_token_for_a_room_nobody_created_cannot_join(
+    livekit: LiveKitGateway, settings: Settings
+) -> None:
+    """A token once conjured up a room of its own: the embedded LiveKit created any room a token named."""
+    lk = settings.livekit
+    token = sign_token(lk.api_key, lk.api_secret, "user-stray", join_grants("never-created"), ttl_s=60)
+
+    room = rtc.Room()
+    with pytest.raises(rtc.ConnectError):
+        await room.connect(lk.url, token)
+    await room.disconnect()
+    assert not await livekit.room_exists("never-created")
 
 
 async def test_token_is_rejected_under_another_secret(client: Client, settings: Settings) -> None:

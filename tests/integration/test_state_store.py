@@ -33,6 +33,7 @@ from voicebot.store.transcripts import TranscriptLine
 pytestmark = pytest.mark.integration
 
 TTL = 0.4
+MAX_LINES = 5
 
 
 @pytest.fixture
@@ -45,11 +46,11 @@ async def store(
     request: pytest.FixtureRequest, redis_server: EmbeddedRedis, clock: VirtualClock
 ) -> AsyncIterator[StateStore]:
     if request.param == "memory":
-        yield InMemoryStore(clock=clock)
+        yield InMemoryStore(clock=clock, max_transcript_lines=MAX_LINES)
         return
     async with Redis.from_url(redis_server.url) as admin:
         await admin.flushall()
-    redis_store = RedisStore(redis_server.url, clock=clock)
+    redis_store = RedisStore(redis_server.url, clock=clock, max_transcript_lines=MAX_LINES)
     yield redis_store
     await redis_store.aclose()
 
@@ -192,6 +193,70 @@ async def test_transcripts_keep_order_and_they_and_ended_sessions_expire_after_r
         await asyncio.sleep(1.3)
     assert await store.lines("room-1") is None
     assert await store.session("room-1") is None
+
+
+async def test_a_transcript_keeps_its_newest_lines_up_to_the_limit(store: StateStore) -> None:
+    lines = [TranscriptLine("user", f"line {n}", float(n)) for n in range(MAX_LINES + 3)]
+    for line in lines:
+        await store.append("room-1", line)
+
+    assert await store.lines("room-1") == lines[-MAX_LINES:]
+
+
+async def test_a_transcript_line_retried_after_trimming_is_still_written_once(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The ids of dropped lines go with them, so the id set stays as bounded as the stream."""
+    async with Redis.from_url(redis_server.url) as admin:
+        await admin.flushall()
+        store = RedisStore(redis_server.url, max_transcript_lines=MAX_LINES)
+        for n in range(MAX_LINES * 3):
+            await store.append("room-1", TranscriptLine("user", f"line {n}", float(n)))
+        await store.aclose()
+
+        assert await admin.xlen("voicebot:tx:room-1") == MAX_LINES
+        assert await admin.scard("voicebot:txids:room-1") == MAX_LINES
+
+
+async def keys_without_expiry(admin: Redis) -> list[str]:
+    keys = sorted([key.decode() async for key in admin.scan_iter("voicebot:*")])
+    return [key for key in keys if await admin.pttl(key) == -1]
+
+
+async def test_redis_keeps_no_key_without_an_expiry_after_a_session_and_a_dead_process(
+    redis_server: EmbeddedRedis, clock: VirtualClock
+) -> None:
+    """room:<name>, a live transcript, and a dead process's job list, rooms and capacity stayed for ever."""
+    async with Redis.from_url(redis_server.url) as admin:
+        await admin.flushall()
+        store = RedisStore(redis_server.url, clock=clock)
+        await store.heartbeat("p1", 2, 5)
+        await store.heartbeat("dead", 2, TTL)
+        # A whole session on p1: room created, placed, recorded, spoken in, renewed, ended, released.
+        await store.place("room-1", "p1", 5)
+        await store.save_room(RoomRecord("room-1", "faq", "p1", 1.0))
+        await store.save_session(session("room-1"))
+        await store.append("room-1", TranscriptLine("agent", "hello", 1.0))
+        await store.renew("room-1", "p1", 5)
+        assert await keys_without_expiry(admin) == [], "not even while the session lives"
+        await store.first_delivery("EV_1", 60)
+        await store.end_session(ended(session("room-1")), 60)
+        await store.close("room-1", 60)
+        await store.release("room-1", "p1")
+        # A process that holds a room and has work queued, then stops beating.
+        await store.place("room-2", "dead", TTL)
+        await store.push_job("dead", StopJob(room_name="room-2"))
+        clock.advance(TTL + 0.1)
+
+        await store.heartbeat("p1", 2, 5)
+
+        assert await keys_without_expiry(admin) == []
+        keys = [key.decode() async for key in admin.scan_iter("voicebot:*")]
+        assert "voicebot:jobs:dead" not in keys
+        assert "voicebot:owned:dead" not in keys
+        assert await admin.hkeys("voicebot:cap") == [b"p1"]
+        assert await admin.ttl("voicebot:room:room-1") <= 60
+        await store.aclose()
 
 
 async def test_rooms_created_and_webhook_events_are_remembered(store: StateStore) -> None:

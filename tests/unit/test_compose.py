@@ -1,7 +1,9 @@
-"""compose.yaml and its LiveKit and SIP configs agree with config.toml: services, ports and keys."""
+"""compose.yaml and its LiveKit and SIP configs agree with config.toml, and take every secret from .env."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -13,6 +15,47 @@ from voicebot.api.webhooks import WEBHOOK_PATH
 from voicebot.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRETS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "VOICEBOT_AUTH_API_KEYS", "REDIS_PASSWORD")
+# What `python -m voicebot keys > .env` (and the README's REDIS_PASSWORD line) would give compose.
+ENV = {
+    "LIVEKIT_API_KEY": "APIexample",
+    "LIVEKIT_API_SECRET": "s" * 43,
+    "VOICEBOT_AUTH_API_KEYS": "vb_example",
+    "REDIS_PASSWORD": "r" * 43,
+}
+# ${NAME}, ${NAME:?message}, ${NAME:-default} and the like; $$ is a literal dollar sign.
+REFERENCE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}|\$(?P<bare>[A-Za-z_]\w*)")
+
+
+class MissingVariable(Exception):
+    """What `docker compose` stops with when a `${NAME:?message}` variable is not set."""
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """compose.yaml's text as compose reads it with `env` (the subset of its syntax this file uses)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("name") or match.group("bare")
+        rest = match.group("rest") or ""
+        if env.get(name):
+            return env[name]
+        if rest.startswith(":?"):
+            raise MissingVariable(f"{name}: {rest[2:]}")
+        if rest.startswith(":-"):
+            return rest[2:]
+        return ""
+
+    return REFERENCE.sub(substitute, text)
+
+
+def references(text: str) -> Iterator[tuple[str, str]]:
+    """(name, what follows it) for each variable the text names."""
+    for match in REFERENCE.finditer(text):
+        name = match.group("name") or match.group("bare")
+        if name:
+            yield name, match.group("rest") or ""
 
 
 def load_yaml(name: str) -> dict[str, Any]:
@@ -21,8 +64,22 @@ def load_yaml(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return load_yaml("compose.yaml")
+def compose_text() -> str:
+    return (ROOT / "compose.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    """compose.yaml as compose would run it with a full .env."""
+    document: dict[str, Any] = yaml.safe_load(interpolate(compose_text, ENV))
+    return document
+
+
+@pytest.fixture(scope="module")
+def sip(compose: dict[str, Any]) -> dict[str, Any]:
+    """livekit-sip's config file, which compose writes from its `sip` config."""
+    document: dict[str, Any] = yaml.safe_load(compose["configs"]["sip"]["content"])
+    return document
 
 
 @pytest.fixture(scope="module")
@@ -65,43 +122,112 @@ def test_livekit_publishes_the_configured_ports(compose: dict[str, Any], config:
     )
 
 
-def test_redis_sip_and_voicebot_publish_their_ports(compose: dict[str, Any], config: Settings) -> None:
-    assert (6379, 6379, "tcp") in published(compose, "redis")
+def test_sip_and_voicebot_publish_their_ports(
+    compose: dict[str, Any], sip: dict[str, Any], config: Settings
+) -> None:
     assert (5060, 5060, "udp") in published(compose, "sip")
-    sip = load_yaml("deploy/sip.yaml")
     rtp_first, rtp_last = (int(p) for p in str(sip["rtp_port"]).split("-"))
     assert {(p, p, "udp") for p in range(rtp_first, rtp_last + 1)} <= published(compose, "sip")
     assert (config.server.port, config.server.port, "tcp") in published(compose, "voicebot")
 
 
-def test_sip_matches_config_toml_and_reaches_voicebot(compose: dict[str, Any], config: Settings) -> None:
-    sip = load_yaml("deploy/sip.yaml")
+def test_redis_is_published_nowhere_but_loopback_and_asks_for_the_password(
+    compose: dict[str, Any], compose_text: str
+) -> None:
+    redis = compose["services"]["redis"]
+    for entry in redis.get("ports", []):
+        assert str(entry).startswith("127.0.0.1:"), f"Redis published beyond this machine: {entry}"
+    command = " ".join(redis["command"])
+    assert "redis-server -" in command, "the config (with the password) comes through stdin"
+    assert "requirepass $REDIS_PASSWORD" in command
+    assert redis["environment"]["REDIS_PASSWORD"] == ENV["REDIS_PASSWORD"]
+    # Without .env, compose refuses to start it rather than run Redis with an empty password.
+    raw = yaml.safe_load(compose_text)["services"]["redis"]["environment"]["REDIS_PASSWORD"]
+    with pytest.raises(MissingVariable, match="REDIS_PASSWORD"):
+        interpolate(raw, {})
+
+
+def test_sip_matches_config_toml_and_reaches_voicebot(
+    compose: dict[str, Any], sip: dict[str, Any], config: Settings
+) -> None:
     assert sip["sip_port"] == config.sip.port
     assert sip["rtp_port"] == f"{config.sip.rtp_port_start}-{config.sip.rtp_port_end}"
     env = compose["services"]["voicebot"]["environment"]
     assert env["VOICEBOT_SIP_ENABLED"] == "true"
     assert env["VOICEBOT_SIP_HEALTH_URL"] == f"http://sip:{sip['health_port']}/"
-    webhook = load_yaml("deploy/livekit.yaml")["webhook"]
-    assert webhook["api_key"] == config.livekit.api_key
-    assert webhook["urls"] == [f"http://voicebot:{config.server.port}{WEBHOOK_PATH}"]
+    assert load_yaml("deploy/livekit.yaml")["webhook"]["urls"] == [
+        f"http://voicebot:{config.server.port}{WEBHOOK_PATH}"
+    ]
 
 
-def test_every_service_shares_config_tomls_key_pair(compose: dict[str, Any], config: Settings) -> None:
-    key, secret = config.livekit.api_key, config.livekit.api_secret
-    env = compose["services"]["voicebot"]["environment"]
-    assert (env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]) == (key, secret)
-    assert load_yaml("deploy/livekit.yaml")["keys"] == {key: secret}
-    sip = load_yaml("deploy/sip.yaml")
-    assert (sip["api_key"], sip["api_secret"]) == (key, secret)
+def test_every_service_gets_the_same_key_pair_and_redis_password_from_env(
+    compose: dict[str, Any], sip: dict[str, Any]
+) -> None:
+    key, secret, password = ENV["LIVEKIT_API_KEY"], ENV["LIVEKIT_API_SECRET"], ENV["REDIS_PASSWORD"]
+    services = compose["services"]
+    voicebot = services["voicebot"]["environment"]
+    assert (voicebot["LIVEKIT_API_KEY"], voicebot["LIVEKIT_API_SECRET"]) == (key, secret)
+    assert voicebot["VOICEBOT_AUTH_API_KEYS"] == ENV["VOICEBOT_AUTH_API_KEYS"]
+    assert urlparse(voicebot["VOICEBOT_REDIS_URL"]).password == password
+    livekit = services["livekit"]["environment"]
+    # livekit-server's own format for LIVEKIT_KEYS: "key: secret", the space included.
+    assert livekit["LIVEKIT_KEYS"] == f"{key}: {secret}"
+    assert livekit["LIVEKIT_WEBHOOK_API_KEY"] == key
+    assert livekit["REDIS_PASSWORD"] == password
+    sip_env = services["sip"]["environment"]
+    assert (sip_env["LIVEKIT_API_KEY"], sip_env["LIVEKIT_API_SECRET"]) == (key, secret)
+    assert sip["redis"]["password"] == password
+    assert services["sip"]["configs"] == [{"source": "sip", "target": sip_env["SIP_CONFIG_FILE"]}]
 
 
-def test_services_find_each_other_by_name(compose: dict[str, Any], config: Settings) -> None:
+def test_every_secret_comes_from_env_and_stops_compose_with_a_message_when_missing(
+    compose_text: str,
+) -> None:
+    named = list(references(compose_text))
+    assert {name for name, _ in named} >= set(SECRETS)
+    for name, rest in named:
+        if name in SECRETS:
+            assert rest.startswith(":?"), f"${{{name}{rest}}} must be ${{{name}:?message}}"
+            assert rest[2:].strip(), f"${{{name}:?}} needs a message saying what to do"
+    for name in SECRETS:
+        with pytest.raises(MissingVariable, match=name):
+            interpolate(compose_text, {k: v for k, v in ENV.items() if k != name})
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", *sorted(p.name for p in (ROOT / "deploy").iterdir())])
+def test_no_secret_is_written_in_compose_or_deploy(name: str, config: Settings) -> None:
+    path = ROOT / name if name == "compose.yaml" else ROOT / "deploy" / name
+    text = path.read_text()
+    assert config.livekit.api_secret not in text, "config.toml's development secret"
+    for key, value in _leaves(yaml.safe_load(text)):
+        if re.search(r"secret|password|keys?$|api_key", key, re.IGNORECASE) and not key.endswith("_FILE"):
+            assert isinstance(value, str), f"{name}: {key} = {value!r} is written in the file"
+            assert "${" in value, f"{name}: {key} = {value!r} is written in the file"
+
+
+def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, value) for every scalar in a YAML document; a multi-line string is parsed as YAML too."""
+    if isinstance(node, dict):
+        for child_key, child in node.items():
+            yield from _leaves(child, str(child_key))
+    elif isinstance(node, list):
+        for child in node:
+            yield from _leaves(child, key)
+    elif isinstance(node, str) and "\n" in node and key == "content":
+        yield from _leaves(yaml.safe_load(node), key)
+    else:
+        yield key, node
+
+
+def test_services_find_each_other_by_name(
+    compose: dict[str, Any], sip: dict[str, Any], config: Settings
+) -> None:
     livekit_url = urlparse(compose["services"]["voicebot"]["environment"]["LIVEKIT_URL"])
     assert (livekit_url.hostname, livekit_url.port) == ("livekit", config.livekit.port)
-    sip_url = urlparse(load_yaml("deploy/sip.yaml")["ws_url"])
+    sip_url = urlparse(sip["ws_url"])
     assert (sip_url.hostname, sip_url.port) == ("livekit", config.livekit.port)
-    for name in ("deploy/livekit.yaml", "deploy/sip.yaml"):
-        assert load_yaml(name)["redis"]["address"] == "redis:6379"
+    assert load_yaml("deploy/livekit.yaml")["redis"]["address"] == "redis:6379"
+    assert sip["redis"]["address"] == "redis:6379"
     redis_url = urlparse(compose["services"]["voicebot"]["environment"]["VOICEBOT_REDIS_URL"])
     assert (redis_url.hostname, redis_url.port) == ("redis", 6379)
 

@@ -137,6 +137,14 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
             "phone key",
             id="rule-bad-digit",
         ),
+        pytest.param(raw(redis={"url": "redis://host:port/0"}), {}, "redis.url", "port", id="redis-port"),
+        pytest.param(
+            raw(redis={"url": "unix:///run/redis.sock"}, sip={"enabled": True}),
+            {},
+            "redis.url",
+            "redis://",
+            id="sip-on-a-unix-socket",
+        ),
     ],
 )
 def test_bad_settings_name_the_key_and_the_problem(
@@ -147,6 +155,21 @@ def test_bad_settings_name_the_key_and_the_problem(
 
     assert error.value.key == key
     assert words in str(error.value)
+
+
+def test_an_agent_takes_typed_text_only_when_it_says_so() -> None:
+    document = raw(agents=[{"id": "a", "name": "A"}, {"id": "b", "name": "B", "text_input": True}])
+
+    settings = parse_settings(document, {})
+
+    assert [agent.text_input for agent in settings.agents] == [False, True]
+
+
+def test_the_redis_url_is_parsed_once_with_its_password() -> None:
+    settings = parse_settings(raw(redis={"url": "rediss://:pw@cache:6380/1"}), {})
+
+    assert settings.redis.address is not None
+    assert (settings.redis.address.password, settings.redis.address.tls) == ("pw", True)
 
 
 def test_invalid_toml_and_a_missing_file_are_config_errors(tmp_path: Path) -> None:

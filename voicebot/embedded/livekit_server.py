@@ -18,7 +18,9 @@ from voicebot.embedded.runner import (
     find_program,
     http_ok,
     ports_in_use,
+    write_private,
 )
+from voicebot.redis_address import RedisAddress
 
 BINARY_NAME = "livekit-server"
 
@@ -44,8 +46,9 @@ def server_config(
     api_key: str,
     api_secret: str,
     *,
-    redis_address: str = "",
+    redis: RedisAddress | None = None,
     webhook_urls: tuple[str, ...] = (),
+    auto_create_rooms: bool = False,
     log_level: str = "info",
 ) -> dict[str, Any]:
     """livekit-server's YAML settings for a server that never leaves this machine."""
@@ -64,11 +67,16 @@ def server_config(
             "stun_servers": [f"{LOOPBACK}:{ports.udp}"],
         },
         "keys": {api_key: api_secret},
+        # A join token alone must not conjure up a room: rooms exist only once voicebot has created them
+        # through the API, with its timeouts and its agent on the way. Inbound phone calls are the
+        # exception: their dispatch rule names a new room at call time, and the token LiveKit gives
+        # livekit-sip has no room-create grant, so with SIP on every call would be refused (486).
+        "room": {"auto_create": auto_create_rooms},
         "logging": {"level": log_level},
     }
-    if redis_address:
+    if redis is not None:
         # livekit-sip reaches the server only through Redis, so SIP needs the server on it too.
-        config["redis"] = {"address": redis_address}
+        config["redis"] = redis.livekit_config()
     if webhook_urls:
         config["webhook"] = {"api_key": api_key, "urls": list(webhook_urls)}
     return config
@@ -86,20 +94,31 @@ class EmbeddedLiveKitServer:
         *,
         startup_timeout_s: float = 20.0,
         workdir: Path | None = None,
-        redis_address: str = "",
+        redis: RedisAddress | None = None,
         webhook_urls: tuple[str, ...] = (),
+        auto_create_rooms: bool = False,
     ) -> None:
         self.binary = binary
         self.ports = ports
         self._config = server_config(
-            ports, api_key, api_secret, redis_address=redis_address, webhook_urls=webhook_urls
+            ports,
+            api_key,
+            api_secret,
+            redis=redis,
+            webhook_urls=webhook_urls,
+            auto_create_rooms=auto_create_rooms,
         )
         self._startup_timeout_s = startup_timeout_s
         self._program = EmbeddedProgram(BINARY_NAME, workdir)
 
     @classmethod
     def from_settings(
-        cls, settings: LiveKitSettings, *, redis_address: str = "", webhook_urls: tuple[str, ...] = ()
+        cls,
+        settings: LiveKitSettings,
+        *,
+        redis: RedisAddress | None = None,
+        webhook_urls: tuple[str, ...] = (),
+        auto_create_rooms: bool = False,
     ) -> EmbeddedLiveKitServer:
         """The embedded server described by the [livekit] section."""
         return cls(
@@ -108,8 +127,9 @@ class EmbeddedLiveKitServer:
             settings.api_key,
             settings.api_secret,
             startup_timeout_s=settings.startup_timeout_s,
-            redis_address=redis_address,
+            redis=redis,
             webhook_urls=webhook_urls,
+            auto_create_rooms=auto_create_rooms,
         )
 
     @property
@@ -144,8 +164,8 @@ class EmbeddedLiveKitServer:
             )
 
         def argv(workdir: Path) -> list[str]:
-            config_path = workdir / "livekit.yaml"
-            config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+            # The file holds the API secret and Redis password: readable by us alone.
+            config_path = write_private(workdir / "livekit.yaml", yaml.safe_dump(self._config))
             return [str(self.binary), "--config", str(config_path)]
 
         await self._program.launch(

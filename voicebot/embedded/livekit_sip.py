@@ -9,20 +9,28 @@ from typing import Any
 import yaml
 
 from voicebot.config import SipSettings
-from voicebot.embedded.runner import LOOPBACK, EmbeddedProgram, find_program, http_ok, refuse_busy
+from voicebot.embedded.runner import (
+    LOOPBACK,
+    EmbeddedProgram,
+    find_program,
+    http_ok,
+    refuse_busy,
+    write_private,
+)
+from voicebot.redis_address import RedisAddress
 
 SIP_BINARY = "livekit-sip"
 
 
 def sip_config(
-    sip: SipSettings, *, livekit_url: str, api_key: str, api_secret: str, redis_address: str
+    sip: SipSettings, *, livekit_url: str, api_key: str, api_secret: str, redis: RedisAddress
 ) -> dict[str, Any]:
     """livekit-sip's YAML settings for a SIP server on loopback that reaches LiveKit through Redis."""
     return {
         "api_key": api_key,
         "api_secret": api_secret,
         "ws_url": livekit_url,
-        "redis": {"address": redis_address},
+        "redis": redis.livekit_config(),
         "sip_port": sip.port,
         "rtp_port": f"{sip.rtp_port_start}-{sip.rtp_port_end}",
         "health_port": sip.health_port,
@@ -43,12 +51,12 @@ class EmbeddedSipServer:
         livekit_url: str,
         api_key: str,
         api_secret: str,
-        redis_address: str,
+        redis: RedisAddress,
         extra_config: Mapping[str, Any] | None = None,
     ):
         self._sip = sip
         self._config = sip_config(
-            sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis_address=redis_address
+            sip, livekit_url=livekit_url, api_key=api_key, api_secret=api_secret, redis=redis
         ) | dict(extra_config or {})
         self._program = EmbeddedProgram(SIP_BINARY)
 
@@ -81,8 +89,8 @@ class EmbeddedSipServer:
         )
 
         def argv(workdir: Path) -> list[str]:
-            config_path = workdir / "sip.yaml"
-            config_path.write_text(yaml.safe_dump(self._config), encoding="utf-8")
+            # The file holds the API secret and Redis password: readable by us alone.
+            config_path = write_private(workdir / "sip.yaml", yaml.safe_dump(self._config))
             return [str(binary), "--config", str(config_path)]
 
         await self._program.launch(argv, http_ok(self.health_url), timeout_s)

@@ -1,22 +1,39 @@
-"""The embedded redis-server that livekit-server and livekit-sip share, on 127.0.0.1."""
+"""The embedded redis-server that livekit-server and livekit-sip share, on 127.0.0.1, behind a password."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
-from voicebot.embedded.runner import LOOPBACK, EmbeddedProgram, find_program, refuse_busy, tcp_open
+from voicebot.embedded.runner import (
+    LOOPBACK,
+    EmbeddedProgram,
+    find_program,
+    refuse_busy,
+    tcp_open,
+    write_private,
+)
+from voicebot.redis_address import RedisAddress
 
 REDIS_BINARY = "redis-server"
+CONFIG_NAME = "redis.conf"
 
 
 class EmbeddedRedis:
-    """redis-server on 127.0.0.1: it carries LiveKit's and livekit-sip's messages, and voicebot's state."""
+    """redis-server on 127.0.0.1: it carries LiveKit's and livekit-sip's messages, and voicebot's state.
 
-    def __init__(self, port: int, *, binary: str = "", data_dir: Path | None = None) -> None:
+    It asks every client for a password, generated here unless one is given: loopback is shared with every
+    other user and program on the machine, and whoever reaches LiveKit's Redis can steer its rooms.
+    """
+
+    def __init__(
+        self, port: int, *, binary: str = "", data_dir: Path | None = None, password: str | None = None
+    ) -> None:
         self.port = port
         self._binary = binary
         # With a data_dir every write is appended to disk first, so a restart loses nothing.
         self._data_dir = data_dir
+        self._password = password if password is not None else secrets.token_urlsafe(32)
         self._program = EmbeddedProgram(REDIS_BINARY, data_dir)
 
     @property
@@ -25,14 +42,14 @@ class EmbeddedRedis:
         return self._program
 
     @property
-    def address(self) -> str:
-        """host:port, as LiveKit's configs name it."""
-        return f"{LOOPBACK}:{self.port}"
+    def address(self) -> RedisAddress:
+        """Where it listens and its password, for redis-py, livekit-server and livekit-sip."""
+        return RedisAddress(LOOPBACK, self.port, password=self._password)
 
     @property
     def url(self) -> str:
-        """redis:// URL, as redis-py names it."""
-        return f"redis://{self.address}/0"
+        """redis:// URL with the password, as redis-py names it."""
+        return self.address.url
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Start redis-server and wait until it accepts connections."""
@@ -46,7 +63,10 @@ class EmbeddedRedis:
             durability = ["--appendonly", "yes", "--appendfsync", "always"]
 
         def argv(workdir: Path) -> list[str]:
-            base = [str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", ""]
+            # The password goes in a file only we can read, not on the command line, where `ps` shows it
+            # to every user of the machine.
+            config = write_private(workdir / CONFIG_NAME, f"requirepass {self._password}\n")
+            base = [str(binary), str(config), "--bind", LOOPBACK, "--port", str(self.port), "--save", ""]
             return [*base, *durability, "--dir", str(workdir)]
 
         await self._program.launch(argv, tcp_open(self.port), timeout_s)

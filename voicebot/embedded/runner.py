@@ -96,6 +96,15 @@ def http_ok(url: str, body: str | None = None) -> ReadyCheck:
     return check
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path`, readable and writable by this user alone (it holds a secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
 def tcp_open(port: int) -> ReadyCheck:
     """A readiness check: something accepts TCP connections on 127.0.0.1:`port`."""
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -15,7 +14,8 @@ from voicebot.config import Settings
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
 from voicebot.embedded.livekit_sip import EmbeddedSipServer
 from voicebot.embedded.redis_server import EmbeddedRedis
-from voicebot.embedded.runner import LOOPBACK, EmbeddedProgram, EmbeddedProgramError
+from voicebot.embedded.runner import EmbeddedProgram, EmbeddedProgramError
+from voicebot.redis_address import RedisAddress
 
 RestartHook = Callable[[], Awaitable[object]]
 
@@ -84,39 +84,40 @@ class EmbeddedServices:
     def __init__(self, settings: Settings, *, webhook_url: str, backoff: Backoff | None = None) -> None:
         lk, sip = settings.livekit, settings.sip
         self.redis: EmbeddedRedis | None = None
-        redis_url = settings.redis.url
-        if sip.enabled and not redis_url:
+        redis = settings.redis.address
+        if sip.enabled and not settings.redis.url:
             self.redis = EmbeddedRedis(sip.redis_port)
-            redis_url = self.redis.url
-        redis_address = redis_address_of(redis_url) if sip.enabled else ""
+            redis = self.redis.address
         self.livekit = EmbeddedLiveKitServer.from_settings(
-            lk, redis_address=redis_address, webhook_urls=(webhook_url,)
+            lk,
+            redis=redis if sip.enabled else None,
+            webhook_urls=(webhook_url,),
+            # Phone calls arrive in rooms their dispatch rule names; see server_config.
+            auto_create_rooms=sip.enabled,
         )
         self.sip: EmbeddedSipServer | None = None
         if sip.enabled:
+            # config.py refuses SIP with a Redis LiveKit cannot reach (a unix socket), so there is one.
+            assert redis is not None
             self.sip = EmbeddedSipServer(
-                sip,
-                livekit_url=self.livekit.url,
-                api_key=lk.api_key,
-                api_secret=lk.api_secret,
-                redis_address=redis_address,
+                sip, livekit_url=self.livekit.url, api_key=lk.api_key, api_secret=lk.api_secret, redis=redis
             )
         self._backoff = backoff or Backoff()
         # livekit-server and livekit-sip keep rooms, nodes and SIP trunks in the embedded Redis, which
         # starts empty: when it comes back they are restarted on it, and the trunks provisioned again.
-        redis = (_Child(self.redis, delay_s=self._backoff.initial_s),) if self.redis is not None else ()
+        redis_child = (_Child(self.redis, delay_s=self._backoff.initial_s),) if self.redis is not None else ()
         self._children = [
-            *redis,
-            _Child(self.livekit, depends_on=redis, delay_s=self._backoff.initial_s),
+            *redis_child,
+            _Child(self.livekit, depends_on=redis_child, delay_s=self._backoff.initial_s),
         ]
         if self.sip is not None:
-            self._children.append(_Child(self.sip, depends_on=redis, delay_s=self._backoff.initial_s))
+            self._children.append(_Child(self.sip, depends_on=redis_child, delay_s=self._backoff.initial_s))
         self._supervisor: asyncio.Task[None] | None = None
 
     @property
-    def redis_url(self) -> str:
-        """The embedded redis-server's URL, or "" when none runs."""
-        return self.redis.url if self.redis is not None else ""
+    def redis_address(self) -> RedisAddress | None:
+        """The embedded redis-server, password included, or None when none runs."""
+        return self.redis.address if self.redis is not None else None
 
     def after_restart(self, program: str, hook: RestartHook) -> None:
         """Run `hook` each time `program` has been restarted, e.g. provision SIP again on livekit-server."""
@@ -224,12 +225,6 @@ class EmbeddedServices:
                 restarts=child.restarts,
             )
             return
-
-
-def redis_address_of(url: str) -> str:
-    """host:port of a redis:// URL, as LiveKit's configs name it."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or LOOPBACK}:{parts.port or 6379}"
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -151,7 +151,12 @@ class RoomSession:
                     agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
                     # Ending the session is ours to decide (last human gone), not the first caller's.
-                    room_options=room_io.RoomOptions(close_on_disconnect=False),
+                    room_options=room_io.RoomOptions(
+                        close_on_disconnect=False,
+                        # Text on lk.chat would reach the LLM unheard and unchecked by the voice path;
+                        # an agent takes it only when its config says text_input = true.
+                        text_input=self.agent.text_input,
+                    ),
                 )
                 self._listen_for_digits(room, session)
                 # A session that takes over a conversation carries on; it does not greet again.

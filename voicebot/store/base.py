@@ -13,6 +13,7 @@ from voicebot.errors import StateUnavailable
 from voicebot.store.transcripts import TranscriptLine
 
 __all__ = [
+    "DEFAULT_MAX_TRANSCRIPT_LINES",
     "Clock",
     "EndReason",
     "InvalidRecord",
@@ -28,6 +29,9 @@ __all__ = [
     "job_from_json",
     "parse_end_reason",
 ]
+
+DEFAULT_MAX_TRANSCRIPT_LINES = 500
+"""Lines a transcript keeps (sessions.max_transcript_lines): past it the oldest are dropped."""
 
 Clock = Callable[[], float]
 """Seconds now: what a store judges leases, heartbeats and expiry by; tests pass one they move by hand."""
@@ -281,7 +285,9 @@ class StateStore(Protocol):
         """Every live session of every process, oldest first."""
 
     async def append(self, room_name: str, line: TranscriptLine) -> None:
-        """Add a line to the room's transcript: exactly once, in order, even across an outage."""
+        """Add a line to the room's transcript: exactly once, in order, even across an outage. Past the
+        store's max_transcript_lines the oldest line is dropped, so the newest (what a takeover carries
+        on from) are kept."""
 
     async def lines(self, room_name: str) -> list[TranscriptLine] | None:
         """The room's transcript in order, or None when there is none (never, or expired)."""

@@ -7,7 +7,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.store.base import Clock, Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
+from voicebot.store.base import (
+    DEFAULT_MAX_TRANSCRIPT_LINES,
+    Clock,
+    Job,
+    Placement,
+    RoomRecord,
+    SessionRecord,
+    StateStore,
+    job_from_json,
+)
 from voicebot.store.transcripts import TranscriptLine
 
 
@@ -26,6 +35,8 @@ class InMemoryStore(StateStore):
 
     clock: Clock = time.monotonic
     """What leases, heartbeats and retention are judged by; only this process reads them, so monotonic."""
+    max_transcript_lines: int = DEFAULT_MAX_TRANSCRIPT_LINES
+    """A transcript keeps its newest lines up to this many; older ones are dropped."""
     _kv: dict[str, _Expiring] = field(default_factory=dict)
     _capacity: dict[str, int] = field(default_factory=dict)
     # Jobs wait as JSON, as in Redis, so a job that could not cross between processes fails here too.
@@ -148,7 +159,9 @@ class InMemoryStore(StateStore):
         if self._get(f"transcript:{room_name}") is None:
             self._transcripts[room_name] = []
         self._set(f"transcript:{room_name}", True)
-        self._transcripts[room_name].append(line)
+        lines = self._transcripts[room_name]
+        lines.append(line)
+        del lines[: -self.max_transcript_lines]
 
     async def lines(self, room_name: str) -> list[TranscriptLine] | None:
         if self._get(f"transcript:{room_name}") is None:

@@ -5,6 +5,14 @@ owned:<process> (set of rooms), live (set of rooms with a live session), session
 room:<room> (JSON), tx:<room> (a stream, one entry per line) with txids:<room> (line ids already written),
 jobs:<process> (list), event:<id>, slots:<pool> (zset of members by the time their place lapses),
 rate:<key> (zset of counted events by time).
+
+Every key expires, so nothing is left behind by a process that dies or a cluster that is shut down:
+- a process's own keys (owned:, jobs:, and its entries in proc and cap) live a safety net past its last
+  heartbeat, which renews them; the first heartbeat or placement after its lease lapses deletes them;
+- proc, cap and live expire a safety net after the last heartbeat of any process;
+- a live session's session:, room:, tx: and txids: keys live a safety net past its lease's last renewal;
+  once it ends they are kept for sessions.transcript_retention_s, then expire;
+- hold:, event:, slots: and rate: carry their own expiry.
 """
 
 from __future__ import annotations
@@ -25,7 +33,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from voicebot.errors import StateUnavailable
-from voicebot.store.base import Clock, Job, Placement, RoomRecord, SessionRecord, StateStore, job_from_json
+from voicebot.store.base import (
+    DEFAULT_MAX_TRANSCRIPT_LINES,
+    Clock,
+    Job,
+    Placement,
+    RoomRecord,
+    SessionRecord,
+    StateStore,
+    job_from_json,
+)
 from voicebot.store.transcripts import TranscriptLine
 
 P = "voicebot:"
@@ -65,9 +82,26 @@ local function free(process, now)
 end
 local function lease(room, process, now, ttl)
   local key = 'voicebot:hold:' .. room
+  local keep = tonumber(ttl) + {_SAFETY_NET_MS}
   redis.call('HSET', key, 'owner', process, 'until', tonumber(now) + tonumber(ttl))
-  redis.call('PEXPIRE', key, tonumber(ttl) + {_SAFETY_NET_MS})
+  redis.call('PEXPIRE', key, keep)
   redis.call('SADD', 'voicebot:owned:' .. process, room)
+  redis.call('PEXPIRE', 'voicebot:owned:' .. process, keep)
+  -- A live session's records last as long as its lease is renewed; an ended one's retention is not cut.
+  if redis.call('SISMEMBER', 'voicebot:live', room) == 1 then
+    for _, kind in ipairs({{'session:', 'room:', 'tx:', 'txids:'}}) do
+      local record = 'voicebot:' .. kind .. room
+      if redis.call('PTTL', record) < keep then redis.call('PEXPIRE', record, keep) end
+    end
+  end
+end
+-- Forget processes whose heartbeat lapsed: their place in proc and cap, their rooms and their jobs.
+local function reap(now)
+  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', 'voicebot:proc', '-inf', now)) do
+    redis.call('HDEL', 'voicebot:cap', dead)
+    redis.call('DEL', 'voicebot:owned:' .. dead, 'voicebot:jobs:' .. dead)
+  end
+  redis.call('ZREMRANGEBYSCORE', 'voicebot:proc', '-inf', now)
 end
 """
 
@@ -77,7 +111,7 @@ _PLACE = (
     + """
 local owner = owner_of(ARGV[1], ARGV[3])
 if owner then return {owner, 0} end
-redis.call('ZREMRANGEBYSCORE', 'voicebot:proc', '-inf', ARGV[3])
+reap(ARGV[3])
 local best, most = false, 0
 if redis.call('ZSCORE', 'voicebot:proc', ARGV[2]) and free(ARGV[2], ARGV[3]) > 0 then
   best = ARGV[2]
@@ -117,6 +151,22 @@ return 1
 # ARGV: room, now ms.
 _OWNER = _HELD + "return owner_of(ARGV[1], ARGV[2])"
 
+# ARGV: process, capacity, its deadline ms, now ms, how long its keys outlive the deadline (ms).
+_HEARTBEAT = (
+    _HELD
+    + """
+reap(ARGV[4])
+redis.call('ZADD', 'voicebot:proc', ARGV[3], ARGV[1])
+redis.call('HSET', 'voicebot:cap', ARGV[1], ARGV[2])
+local keep = tonumber(ARGV[3]) - tonumber(ARGV[4]) + tonumber(ARGV[5])
+for _, key in ipairs({'voicebot:proc', 'voicebot:cap', 'voicebot:live',
+                      'voicebot:owned:' .. ARGV[1], 'voicebot:jobs:' .. ARGV[1]}) do
+  redis.call('PEXPIRE', key, keep)
+end
+return 1
+"""
+)
+
 # ARGV: room, process. A lapsed lease of the process's own is removed too.
 _RELEASE = """
 if redis.call('HGET', 'voicebot:hold:' .. ARGV[1], 'owner') == ARGV[2] then
@@ -127,12 +177,22 @@ return 1
 """
 
 # A line is written once: its id is remembered beside the stream, so a retry after a lost reply is a no-op.
-# ARGV: room, line id, line JSON.
+# At most ARGV[4] lines are kept: the oldest go, with their ids. The keys live at least ARGV[5] ms (their
+# lease's renewals extend that while the session lives; a retention set when it ended is kept).
+# ARGV: room, line id, line JSON, most lines, keep ms.
 _APPEND = """
-if redis.call('SADD', 'voicebot:txids:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', 'voicebot:tx:' .. ARGV[1], '*', 'id', ARGV[2], 'line', ARGV[3])
-redis.call('PERSIST', 'voicebot:tx:' .. ARGV[1])
-redis.call('PERSIST', 'voicebot:txids:' .. ARGV[1])
+local tx, ids = 'voicebot:tx:' .. ARGV[1], 'voicebot:txids:' .. ARGV[1]
+if redis.call('SADD', ids, ARGV[2]) == 0 then return 0 end
+local over = redis.call('XLEN', tx) - tonumber(ARGV[4]) + 1
+if over > 0 then
+  for _, entry in ipairs(redis.call('XRANGE', tx, '-', '+', 'COUNT', over)) do
+    redis.call('SREM', ids, entry[2][2])
+  end
+end
+redis.call('XADD', tx, 'MAXLEN', ARGV[4], '*', 'id', ARGV[2], 'line', ARGV[3])
+for _, key in ipairs({tx, ids}) do
+  if redis.call('PTTL', key) < tonumber(ARGV[5]) then redis.call('PEXPIRE', key, ARGV[5]) end
+end
 return 1
 """
 
@@ -201,8 +261,16 @@ class RedisStore(StateStore):
     """State shared by every process on one Redis; what cannot be written during an outage is kept in
     order and written when Redis answers again."""
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 2.0,
+        clock: Clock = time.time,
+        max_transcript_lines: int = DEFAULT_MAX_TRANSCRIPT_LINES,
+    ) -> None:
         self.url = url
+        self._max_lines = max_transcript_lines
         # Wall-clock time: deadlines written by one process are read by others.
         self._clock = clock
         self._redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -213,6 +281,7 @@ class RedisStore(StateStore):
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._owner = self._redis.register_script(_OWNER)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._append = self._redis.register_script(_APPEND)
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
         self._hit_rate = self._redis.register_script(_HIT_RATE)
@@ -246,15 +315,9 @@ class RedisStore(StateStore):
         await self._flush()
 
     async def heartbeat(self, process_id: str, capacity: int, ttl_s: float) -> None:
-        deadline_ms = int((self._clock() + ttl_s) * 1000)
-
-        async def beat() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(f"{P}proc", {process_id: deadline_ms})
-                pipe.hset(f"{P}cap", process_id, capacity)
-                await pipe.execute()
-
-        await self._call(beat)
+        now_ms = self._now_ms()
+        args: list[str | int] = [process_id, capacity, now_ms + int(ttl_s * 1000), now_ms, _SAFETY_NET_MS]
+        await self._call(lambda: self._heartbeat(args=args))
         await self._flush()
 
     async def live_processes(self) -> list[str]:
@@ -289,7 +352,15 @@ class RedisStore(StateStore):
 
     async def push_job(self, process_id: str, job: Job) -> None:
         payload = json.dumps(job.to_json())
-        await self._call(lambda: self._redis.rpush(f"{P}jobs:{process_id}", payload), idempotent=False)
+
+        async def push() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(f"{P}jobs:{process_id}", payload)
+                # The process's heartbeats keep its queue; a dead one's goes with its other keys.
+                pipe.pexpire(f"{P}jobs:{process_id}", _SAFETY_NET_MS, nx=True)
+                await pipe.execute()
+
+        await self._call(push, idempotent=False)
 
     async def pop_job(self, process_id: str, timeout_s: float) -> Job | None:
         async def pop() -> Any:
@@ -299,7 +370,9 @@ class RedisStore(StateStore):
         return job_from_json(json.loads(popped[1])) if popped else None
 
     async def save_room(self, room: RoomRecord) -> None:
-        await self._call(lambda: self._redis.set(f"{P}room:{room.room_name}", json.dumps(asdict(room))))
+        # Kept while its session lives (lease renewals extend it), then as long as the transcript.
+        record = json.dumps(asdict(room))
+        await self._call(lambda: self._redis.set(f"{P}room:{room.room_name}", record, px=_SAFETY_NET_MS))
 
     async def room(self, room_name: str) -> RoomRecord | None:
         raw = await self._call(lambda: self._redis.get(f"{P}room:{room_name}"))
@@ -412,12 +485,24 @@ class RedisStore(StateStore):
     async def _apply(self, write: _Write) -> None:
         if write.kind == "line":
             line_json = json.dumps(asdict(write.line))
-            await self._append(args=[write.room_name, write.line_id, line_json])
+            args: list[str | int] = [
+                write.room_name,
+                write.line_id,
+                line_json,
+                self._max_lines,
+                _SAFETY_NET_MS,
+            ]
+            await self._append(args=args)
         elif write.kind == "session":
             room_name = write.session.room_name
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{P}session:{room_name}", json.dumps(write.session.to_json()))
+                # Lease renewals keep extending it while the session lives.
+                pipe.set(f"{P}session:{room_name}", json.dumps(write.session.to_json()), px=_SAFETY_NET_MS)
                 pipe.sadd(f"{P}live", room_name)
+                # At least a safety net from now (heartbeats extend it): GT lengthens a shorter one, NX
+                # gives one to a key without (GT counts no expiry as infinite).
+                pipe.pexpire(f"{P}live", _SAFETY_NET_MS, gt=True)
+                pipe.pexpire(f"{P}live", _SAFETY_NET_MS, nx=True)
                 await pipe.execute()
         elif write.kind == "ended":
             room_name = write.session.room_name
@@ -426,6 +511,7 @@ class RedisStore(StateStore):
                     f"{P}session:{room_name}", json.dumps(write.session.to_json()), ex=int(write.retention_s)
                 )
                 pipe.srem(f"{P}live", room_name)
+                pipe.expire(f"{P}room:{room_name}", int(write.retention_s))
                 await pipe.execute()
         else:
             room_name, retention_s = write.room_name, int(write.retention_s)

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from voicebot.config import SipSettings
 from voicebot.embedded.livekit_server import LiveKitServerPorts, find_binary, server_config
+from voicebot.embedded.livekit_sip import sip_config
 from voicebot.embedded.runner import EmbeddedProgramError
+from voicebot.redis_address import RedisAddress
 
 PORTS = LiveKitServerPorts(http=17880, tcp=17881, udp=17882)
 
@@ -54,3 +57,23 @@ def test_the_missing_binary_message_says_how_to_build_it(
 
     with pytest.raises(EmbeddedProgramError, match="make livekit-server"):
         find_binary()
+
+
+def test_server_gets_the_whole_redis_login_not_only_its_address() -> None:
+    redis = RedisAddress("127.0.0.1", 6390, password="pw", tls=True, db=3)
+
+    config = server_config(PORTS, "key", "x" * 32, redis=redis)
+
+    assert config["redis"] == {"address": "127.0.0.1:6390", "password": "pw", "use_tls": True, "db": 3}
+
+
+def test_server_never_creates_a_room_because_someone_joined_it() -> None:
+    assert server_config(PORTS, "key", "x" * 32)["room"] == {"auto_create": False}
+
+
+def test_sip_gets_the_whole_redis_login() -> None:
+    redis = RedisAddress("127.0.0.1", 6390, password="pw")
+
+    config = sip_config(SipSettings(), livekit_url="ws://x", api_key="k", api_secret="s", redis=redis)
+
+    assert config["redis"] == {"address": "127.0.0.1:6390", "password": "pw"}
