@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -19,12 +20,32 @@ API_KEY = "voicebot-test"
 API_SECRET = "voicebot-test-secret-0123456789abcdef"
 
 
+# Ports handed to servers the tests start. Below the kernel's ephemeral range (32768-60999 here), so no
+# outgoing connection (a LiveKit client, chromium, Redis) takes one between our check and the server's bind,
+# and clear of the fixed ports voicebot uses by default (5060, 6379, 7880-7882, 8001, 8082, 10000-10100).
+TEST_PORTS = range(15000, 20000)
+_ports = random.Random()  # noqa: S311 - spreads test ports, guards nothing
+_handed_out: set[int] = set()
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """A port nothing on 127.0.0.1 listens on right now."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nothing on 127.0.0.1 listens on right now, never handed out before in this run.
+
+    Regression: ports from the ephemeral range were taken by outgoing connections before the server that
+    was to listen on them had started ("bind: address already in use").
+    """
+    for _ in range(1000):
+        port = _ports.choice(TEST_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port left in {TEST_PORTS}")
 
 
 def free_livekit_ports() -> LiveKitServerPorts:
