@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from inspect import isawaitable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
@@ -29,6 +32,7 @@ from voicebot.app import create_app
 from voicebot.config import Settings, parse_settings
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
 from voicebot.livekit import LiveKitGateway
+from voicebot.logs import configure_logging
 
 __all__ = ["livekit_server", "redis_server", "shared_state", "sip_stack"]
 
@@ -172,3 +176,21 @@ async def no_leaked_tasks_or_processes() -> AsyncIterator[None]:
     assert not tasks, f"the test left {len(tasks)} task(s) running: {[t.get_coro() for t in tasks]}"
     left = {pid: _describe(child) for pid, child in children.items()}
     assert not children, f"the test left child processes running: {left}"
+
+
+@pytest.fixture
+def production_log() -> Iterator[io.StringIO]:
+    """voicebot's log lines at info, rendered as in production (JSON), whatever logged them; restored after.
+
+    Regression: a test that configured production logging and restored only the root handlers left
+    structlog configured (and its loggers cached), so later tests' `capture_logs()` saw nothing.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    configure_logging("info", "json", stream, cache_loggers=False)
+    yield stream
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -51,8 +51,14 @@ def _drop_secrets(
     return event
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog and the standard library's logging through one renderer."""
+def configure_logging(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, cache_loggers: bool = True
+) -> None:
+    """Route structlog and the standard library's logging through one renderer.
+
+    `cache_loggers=False` is for tests: a cached logger keeps this configuration for good, so a later
+    test's `structlog.testing.capture_logs()` would no longer see what it logs.
+    """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: structlog.types.Processor = (
@@ -68,7 +74,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from voicebot.api.app_keys import SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import InboundRoute, OutboundTrunk, RedisSettings, Settings
 from voicebot.livekit import LiveKitGateway
-from voicebot.logs import configure_logging
 from voicebot.sessions.supervisor import SessionSupervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.sip]
@@ -93,18 +91,6 @@ async def call(
         return response.status, await response.json(), dict(response.headers)
 
 
-@pytest.fixture
-def info_log() -> Iterator[io.StringIO]:
-    """voicebot's log lines at info, rendered as in production (JSON), whatever logged them."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("info", "json", stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def assert_no_number_or_key_press(log: io.StringIO, *numbers: str) -> None:
     lines = log.getvalue().splitlines()
     assert lines, "nothing was logged"
@@ -137,7 +123,7 @@ async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
     livekit: LiveKitGateway,
     rtp: RtpSink,
     tmp_path: Path,
-    info_log: io.StringIO,
+    production_log: io.StringIO,
 ) -> None:
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack))
     supervisor = server.app[SUPERVISOR]
@@ -171,8 +157,8 @@ async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
     assert len(rtp.packets) > 200, "the agent's audio never reached the caller"
     assert rtp.loud_seconds() > 1.0, "the caller got RTP, but only silence"
     assert f"session:{room_name}" not in {task.get_name() for task in asyncio.all_tasks()}
-    assert '"event": "dtmf_received"' in info_log.getvalue()
-    assert_no_number_or_key_press(info_log, NUMBER)
+    assert '"event": "dtmf_received"' in production_log.getvalue()
+    assert_no_number_or_key_press(production_log, NUMBER)
 
 
 async def test_an_end_of_call_key_says_goodbye_and_hangs_up_the_caller(
@@ -203,7 +189,7 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     livekit: LiveKitGateway,
     rtp: RtpSink,
     tmp_path: Path,
-    info_log: io.StringIO,
+    production_log: io.StringIO,
 ) -> None:
     callee_port = free_port()
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
@@ -233,8 +219,8 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     await eventually(lambda: supervisor.session(room_name) is None, 15, "the session to end")
     lines = await transcript(server, room_name)
     assert lines[0] == {**lines[0], "speaker": "agent", "text": greeting}
-    assert '"event": "call_placed"' in info_log.getvalue()
-    assert_no_number_or_key_press(info_log, CALLEE)
+    assert '"event": "call_placed"' in production_log.getvalue()
+    assert_no_number_or_key_press(production_log, CALLEE)
 
 
 async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
@@ -243,7 +229,7 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     livekit: LiveKitGateway,
     rtp: RtpSink,
     tmp_path: Path,
-    info_log: io.StringIO,
+    production_log: io.StringIO,
 ) -> None:
     callee_port = free_port()
     server = await serve(aiohttp_server, sip_stack, phone_settings(sip_stack, callee_port))
@@ -264,8 +250,8 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     assert (await finished(tmp_path, callee)).returncode == 0
     # The caller is told the number they sent; the log line about the failure is not.
     assert CALLEE in body["error"]["message"]
-    assert '"event": "request_failed"' in info_log.getvalue()
-    assert_no_number_or_key_press(info_log, CALLEE)
+    assert '"event": "request_failed"' in production_log.getvalue()
+    assert_no_number_or_key_press(production_log, CALLEE)
 
 
 async def test_an_unknown_trunk_is_a_404_that_dials_nothing(

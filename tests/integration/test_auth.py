@@ -17,7 +17,7 @@ from tests.integration.test_cli import run_cli
 from tests.integration.test_webhooks import caller_joined, signature
 from tests.servers import free_livekit_ports
 from tests.voicebot_process import cli_env, serve_env, start_voicebot
-from voicebot.api.auth import key_id
+from voicebot.api.auth import API_KEY_ID, key_id
 from voicebot.app import create_app
 from voicebot.config import Settings
 
@@ -108,7 +108,7 @@ async def test_handlers_see_which_key_called_by_a_fingerprint_not_the_key(
     app = create_app(opened)
 
     async def whoami(request: web.Request) -> web.Response:
-        return web.json_response({"api_key_id": request.get("api_key_id", "missing")})
+        return web.json_response({"api_key_id": request.get(API_KEY_ID, "missing")})
 
     # A route of the test's own, on the public path, to read what the middleware left on the request.
     app.router.add_get("/api/agents/whoami", whoami)

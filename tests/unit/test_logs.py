@@ -15,7 +15,7 @@ from voicebot.logs import configure_logging, mask_phone
 
 def test_events_render_as_json_lines_with_bound_context() -> None:
     stream = io.StringIO()
-    configure_logging("info", "json", stream)
+    configure_logging("info", "json", stream, cache_loggers=False)
 
     structlog.contextvars.bind_contextvars(room="voicebot_a_1")
     try:
@@ -34,7 +34,7 @@ def test_events_render_as_json_lines_with_bound_context() -> None:
 
 def test_tokens_and_secrets_are_redacted() -> None:
     stream = io.StringIO()
-    configure_logging("info", "json", stream)
+    configure_logging("info", "json", stream, cache_loggers=False)
 
     structlog.get_logger("t").info("token_minted", token="eyJsecret", api_secret="hunter2hunter2")
 
@@ -63,7 +63,7 @@ def test_phone_numbers_are_masked_to_a_prefix_and_the_last_two_digits(value: str
 
 def test_a_number_anywhere_in_a_log_line_is_masked() -> None:
     stream = io.StringIO()
-    configure_logging("info", "json", stream)
+    configure_logging("info", "json", stream, cache_loggers=False)
 
     structlog.get_logger("t").info(
         "call_placed",
@@ -80,12 +80,13 @@ def test_a_number_anywhere_in_a_log_line_is_masked() -> None:
 
 def teardown_function() -> None:
     logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
 
 
 def test_a_request_aiohttp_cannot_parse_is_one_warning_without_traceback_or_its_bytes() -> None:
     """Regression: an oversized header logged aiohttp's traceback and the header's first 100 bytes."""
     stream = io.StringIO()
-    configure_logging("info", "json", stream)
+    configure_logging("info", "json", stream, cache_loggers=False)
     try:
         raise LineTooLong(b"Authorization: Bearer s3cr3t-key", "8190")
     except LineTooLong as exc:
