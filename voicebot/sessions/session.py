@@ -27,6 +27,7 @@ from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
 from voicebot.logs import mask_phone
+from voicebot.sessions.agent_voice import AgentVoice
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -137,9 +138,14 @@ class RoomSession:
         if self._unjoined_timeout_s is not None:
             # LiveKit would keep the room (and the agent, which it does not count) for empty_timeout_s.
             timers.append(loop.call_later(self._unjoined_timeout_s, self._nobody_joined))
+        voice: AgentVoice | None = None
         try:
             await room.connect(self._livekit.url, self._token())
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
+            voice = AgentVoice(room)
+            voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
+            # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
+            voice.heard.add_done_callback(lambda _heard: self._person_arrived.set())
             self._watch_room(room)
             with fake_job_context(
                 room=room, job_id=self.info.session_id, agent_identity=self.info.identity
@@ -147,6 +153,8 @@ class RoomSession:
                 # We stand in for the worker, so we run the clean-up it runs when a job ends.
                 self._job_cleanup = job_ctx._on_cleanup
                 session = self._agent_session()
+                # Given an audio output, RoomIO publishes none of its own (it would wait for a participant).
+                session.output.audio = voice.output
                 await session.start(
                     agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
@@ -172,7 +180,7 @@ class RoomSession:
         finally:
             for timer in timers:
                 timer.cancel()
-            await self._leave(room, session)
+            await self._leave(room, session, voice)
         return self.info
 
     def _nobody_joined(self) -> None:
@@ -320,7 +328,9 @@ class RoomSession:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _leave(self, room: rtc.Room, session: AgentSession[None] | None) -> None:
+    async def _leave(
+        self, room: rtc.Room, session: AgentSession[None] | None, voice: AgentVoice | None = None
+    ) -> None:
         info = self.info
         info.end_reason = self._ending.reason or "stopped"
         info.error = self._ending.error
@@ -329,6 +339,8 @@ class RoomSession:
         try:
             if session is not None:
                 await session.aclose()
+            if voice is not None:
+                await voice.aclose()
             if info.end_reason in ("call_ended", "max_duration"):
                 await self._hang_up(room)
             await room.disconnect()

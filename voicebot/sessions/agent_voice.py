@@ -1,0 +1,65 @@
+"""The agent's voice in its room: a track published as soon as the agent joins, heard once someone subscribes.
+
+livekit-agents' RoomIO publishes the agent's audio track only after it has seen a remote participant join.
+livekit-server announces a newcomer that has published nothing only in its periodic participant-update batch
+(every few seconds), so a client that connects and listens first got no track to subscribe to, and heard the
+greeting seconds late. Published at join instead, the track is in the room before anyone arrives: a joining
+client subscribes at once, and that subscription, which the server reports without batching, is the sign
+that someone can hear the greeting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import suppress
+
+from livekit import rtc
+
+# The class RoomIO itself publishes with (its version pinned by requirements.lock). Its playback accounting
+# (interruptions, pauses, transcript sync) is what AgentSession relies on: only when it publishes changes.
+from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
+
+# RoomIO's own defaults (AudioOutputOptions).
+SAMPLE_RATE = 24000
+NUM_CHANNELS = 1
+
+
+class AgentVoice:
+    """The agent's audio output, published now; `heard` resolves when a participant subscribes to it."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.output = _ParticipantAudioOutput(
+            room,
+            sample_rate=SAMPLE_RATE,
+            num_channels=NUM_CHANNELS,
+            track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        self._publishing: asyncio.Task[None] | None = None
+
+    @property
+    def heard(self) -> asyncio.Future[None]:
+        """Done once someone in the room has subscribed to the agent's voice."""
+        return self.output.subscribed
+
+    def publish(self, on_failure: Callable[[BaseException], None]) -> None:
+        """Publish the track now, in the background; `on_failure` hears if that fails.
+
+        Frames the agent speaks before anyone subscribes wait in the output, so nothing is lost.
+        """
+        # start() publishes, then waits for the first subscription, which may never come.
+        self._publishing = asyncio.create_task(self.output.start(), name="agent-voice-publish")
+
+        def check(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                on_failure(task.exception() or RuntimeError("publishing failed"))
+
+        self._publishing.add_done_callback(check)
+
+    async def aclose(self) -> None:
+        """Stop waiting for a subscriber and release the audio source."""
+        if self._publishing is not None:
+            self._publishing.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._publishing
+        await self.output.aclose()
