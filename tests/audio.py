@@ -21,7 +21,13 @@ VOICED_RMS = 300.0
 FRAME_S = 0.01
 """One WebRTC audio frame; levels are measured frame by frame on both sides of the comparison."""
 WHOLE_WITHIN_S = 0.1
-"""How far the heard greeting's audible span may be from the synthesised one's and still count as whole."""
+"""How far the heard greeting's audible span may be from the synthesised one's and still count as whole.
+
+A whole greeting comes out 10-60 ms shorter at the client, in both voicebot and the standard worker and in
+every join order, its first frames' levels closely matching the synthesised start's: most likely the
+receiver's jitter buffer shortening playout as it drains, and Opus moving the quietest frames across the
+threshold. A start lost to a track nobody had subscribed to yet costs more: a subscription's round trip.
+"""
 QUIET_AFTER_S = 0.3
 """Quiet audio received after the agent's last audible frame, once it listens again, that ends the greeting:
 the state attribute and the audio travel separately, and the last frames may still be in the jitter buffer."""
