@@ -52,6 +52,7 @@ bench: install system-packages test-system-packages livekit-server
 	$(PY) -m bench.memory
 	$(PY) -m bench.voice_latency
 	$(PY) -m bench.takeover
+	$(PY) -m bench.first_word
 
 check: lint typecheck
 

@@ -74,6 +74,11 @@ class VoiceClient:
     token: str
     listen: bool = True
     """Record the agent's audio. Either way the client subscribes: the agent speaks only once someone does."""
+    microphone: bool = True
+    """Publish a microphone on joining, as the test page does. False is a listen-first client: it publishes
+    nothing until it first speaks, so the room hears of it only in livekit-server's periodic update."""
+    connected_at: float = 0.0
+    """When the client's connect returned (monotonic time)."""
     room: rtc.Room = field(default_factory=rtc.Room)
     agent_audio: list[tuple[float, np.ndarray]] = field(default_factory=list)
     agent_sample_rate: int = 48000
@@ -84,6 +89,7 @@ class VoiceClient:
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(MIC_RATE, 1))
     _speech: asyncio.Queue[tuple[np.ndarray, asyncio.Future[float]]] = field(default_factory=asyncio.Queue)
+    _microphone_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         """Join the room and start listening to agents' audio, transcriptions and state."""
@@ -93,12 +99,20 @@ class VoiceClient:
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
         self.room.on("local_track_subscribed", lambda _track: self._subscribed.set())
         await self.room.connect(self.url, self.token)
-        # Like a browser, publish the microphone on joining, not on the first word.
+        self.connected_at = time.monotonic()
+        if self.microphone:
+            # Like a browser, publish the microphone on joining, not on the first word.
+            await self.publish_microphone()
+
+    async def publish_microphone(self) -> None:
+        """Publish the microphone track and start feeding it: silence until there is speech to say."""
+        if self._microphone_task is not None:
+            return
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, options)
-        microphone = asyncio.create_task(self._microphone())
-        self._tasks.add(microphone)
+        self._microphone_task = asyncio.create_task(self._microphone())
+        self._tasks.add(self._microphone_task)
 
     async def close(self) -> None:
         """Leave the room."""
@@ -156,6 +170,7 @@ class VoiceClient:
 
         Waits first until the agent listens to the microphone: words spoken before that reach nobody.
         """
+        await self.publish_microphone()
         await asyncio.wait_for(self._subscribed.wait(), 15)
         spoken: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._speech.put_nowait((_resample(samples, sample_rate, MIC_RATE), spoken))
