@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from typing import Any, get_args
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from voicebot import __version__
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
 from voicebot.config import IDENTIFIER_PATTERN
-from voicebot.store.base import EndReason, SessionState
+from voicebot.store.base import EndReason, SessionRecord, SessionState
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -98,18 +99,8 @@ def _body(required: dict[str, Schema], optional: dict[str, Schema] | None = None
 
 SESSION_RECORD: Schema = {
     "type": "object",
-    "required": [
-        "session_id",
-        "room_name",
-        "agent_id",
-        "identity",
-        "started_at",
-        "process_id",
-        "state",
-        "ended_at",
-        "end_reason",
-        "error",
-    ],
+    # Every field of the record the API returns, named once, where the record is defined.
+    "required": [field.name for field in fields(SessionRecord)],
     "properties": {
         "session_id": {"type": "string"},
         "room_name": {"type": "string"},
