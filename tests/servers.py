@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.api.paths import WEBHOOK_PATH
 from voicebot.config import SipSettings
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, LiveKitServerPorts, find_binary
 from voicebot.embedded.livekit_sip import EmbeddedSipServer

@@ -30,7 +30,7 @@ from voicebot.api.app_keys import (
 from voicebot.api.auth import auth_middleware
 from voicebot.api.errors import error_middleware, request_log_middleware
 from voicebot.api.guards import content_type_guard, host_guard, origin_guard
-from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.api.paths import WEBHOOK_PATH
 from voicebot.config import Settings
 from voicebot.embedded.runner import LOOPBACK
 from voicebot.embedded.services import EmbeddedServices

@@ -12,7 +12,8 @@ from openapi_spec_validator import validate
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from voicebot.api.openapi import DOCUMENT, OPENAPI_PATH
+from voicebot.api.openapi import DOCUMENT
+from voicebot.api.paths import OPENAPI_PATH
 from voicebot.app import create_app
 from voicebot.config import Settings
 

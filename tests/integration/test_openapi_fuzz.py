@@ -12,7 +12,7 @@ import pytest
 
 from tests.servers import free_livekit_ports
 from tests.voicebot_process import VoicebotProcess, serve_env, start_voicebot
-from voicebot.api.openapi import OPENAPI_PATH
+from voicebot.api.paths import OPENAPI_PATH
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.api.paths import WEBHOOK_PATH
 from voicebot.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

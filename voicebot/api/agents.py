@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from voicebot.api.app_keys import SETTINGS
+from voicebot.api.paths import AGENTS_PATH
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -17,4 +18,4 @@ async def list_agents(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the agent endpoints."""
-    app.router.add_get("/api/agents", list_agents)
+    app.router.add_get(AGENTS_PATH, list_agents)

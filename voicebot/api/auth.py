@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from voicebot.api.errors import ApiError
-from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.api.paths import AGENTS_PATH, CREATE_ROOM_PATH, HEALTH_PATH, OPENAPI_PATH, WEBHOOK_PATH
 from voicebot.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -26,12 +26,8 @@ ANONYMOUS = "anonymous"
 # True when no keys are configured or the request carried a valid one: health shows its detail.
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 
-HEALTH_PATH = "/api/livekit/health"
-# The API's own description says nothing the README does not; clients fetch it before they hold a key.
-OPENAPI_PATH = "/api/openapi.json"
-CREATE_ROOM_PATH = "/api/livekit/create-room"
 # What `[auth] public_create_room` opens to anonymous callers.
-PUBLIC_ROUTES = frozenset({("POST", CREATE_ROOM_PATH), ("GET", "/api/agents")})
+PUBLIC_ROUTES = frozenset({("POST", CREATE_ROOM_PATH), ("GET", AGENTS_PATH)})
 RATE_WINDOW_S = 60.0
 # Clients the rate limiter remembers at once; the least recently seen are forgotten first.
 MAX_TRACKED_CLIENTS = 10_000
@@ -146,7 +142,11 @@ def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monoto
             request[AUTHENTICATED] = True
             return await handler(request)
         path = request.path
-        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH, OPENAPI_PATH):
+        if not path.startswith("/api/") or path in (
+            WEBHOOK_PATH,
+            HEALTH_PATH,
+            OPENAPI_PATH,
+        ):  # OpenAPI: nothing the README does not say
             return await handler(request)
         if token is None and auth.public_create_room and (request.method, path) in PUBLIC_ROUTES:
             if path == CREATE_ROOM_PATH:

@@ -9,12 +9,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from voicebot.api.errors import ApiError
-from voicebot.api.webhooks import WEBHOOK_PATH
+from voicebot.api.paths import HEALTH_PATH, WEBHOOK_PATH
 from voicebot.config import ServerSettings
 
 log = structlog.get_logger(__name__)
 
-HEALTH_PATH = "/api/livekit/health"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_MEDIA_TYPE = "application/json"
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -27,6 +27,7 @@ from voicebot.api.app_keys import (
 )
 from voicebot.api.auth import is_authenticated
 from voicebot.api.errors import error_response
+from voicebot.api.paths import HEALTH_PATH
 from voicebot.errors import StateUnavailable
 from voicebot.store.redis import RedisStore
 
@@ -150,7 +151,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the health endpoints."""
-    app.router.add_get("/api/livekit/health", livekit_health)
-    app.router.add_post("/api/livekit/health", livekit_health)
+    app.router.add_get(HEALTH_PATH, livekit_health)
+    app.router.add_post(HEALTH_PATH, livekit_health)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

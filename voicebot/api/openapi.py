@@ -11,10 +11,9 @@ from aiohttp import web
 from voicebot import __version__
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
+from voicebot.api.paths import OPENAPI_PATH
 from voicebot.config import IDENTIFIER_PATTERN
 from voicebot.store.base import EndReason, SessionRecord, SessionState
-
-OPENAPI_PATH = "/api/openapi.json"
 
 Schema = dict[str, Any]
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from voicebot.api.app_keys import ROOMS
 from voicebot.api.body import read_json_object, require_identifier
+from voicebot.api.paths import CREATE_ROOM_PATH
 
 
 async def create_room(request: web.Request) -> web.Response:
@@ -24,4 +25,4 @@ async def create_room(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the room endpoints."""
-    app.router.add_post("/api/livekit/create-room", create_room)
+    app.router.add_post(CREATE_ROOM_PATH, create_room)

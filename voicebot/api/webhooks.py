@@ -7,8 +7,7 @@ from livekit import api
 
 from voicebot.api.app_keys import SETTINGS, WEBHOOKS
 from voicebot.api.errors import ApiError
-
-WEBHOOK_PATH = "/api/livekit/webhook"
+from voicebot.api.paths import WEBHOOK_PATH
 
 
 async def livekit_webhook(request: web.Request) -> web.Response:

@@ -1,0 +1,9 @@
+"""The API's fixed paths, named once for the routes and for the middleware that treats some differently."""
+
+from __future__ import annotations
+
+CREATE_ROOM_PATH = "/api/livekit/create-room"
+AGENTS_PATH = "/api/agents"
+HEALTH_PATH = "/api/livekit/health"
+WEBHOOK_PATH = "/api/livekit/webhook"
+OPENAPI_PATH = "/api/openapi.json"
