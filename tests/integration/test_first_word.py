@@ -32,8 +32,17 @@ async def assert_heard_whole(person: VoiceClient) -> None:
     agent = greeting_agent()
     heard = await hear_greeting(person, GREETING_WITHIN_S)
     spoken = await synthesised_greeting(agent)
-    await person.wait_for(lambda: bool(person.finals(agent=True)), GREETING_WITHIN_S, "the greeting's text")
-    assert person.finals(agent=True)[0] == agent.greeting
+
+    def text_so_far() -> str:
+        return " ".join(" ".join(person.finals(agent=True)).split())
+
+    # Regression: a listen-first client read the greeting without its first words, because RoomIO names the
+    # agent as its transcription's speaker only once it has seen a participant. It may arrive as two
+    # segments (RoomIO starts a new one when it does see the participant), never with words missing.
+    await person.wait_for(
+        lambda: len(text_so_far()) >= len(agent.greeting), GREETING_WITHIN_S, "the greeting's text"
+    )
+    assert text_so_far().startswith(agent.greeting)
     assert abs(heard.voiced_s - spoken.voiced_s) <= WHOLE_WITHIN_S, (
         f"heard {heard.voiced_s:.2f} s of the greeting, espeak-ng speaks {spoken.voiced_s:.2f} s"
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import suppress
 
 from livekit import rtc
+from livekit.agents import AgentSession
 
 # The class RoomIO itself publishes with (its version pinned by requirements.lock). Its playback accounting
 # (interruptions, pauses, transcript sync) is what AgentSession relies on: only when it publishes changes.
@@ -63,3 +64,18 @@ class AgentVoice:
             with suppress(asyncio.CancelledError, Exception):
                 await self._publishing
         await self.output.aclose()
+
+
+def caption_from_the_start(session: AgentSession[None]) -> None:
+    """Let the agent's transcription flow before RoomIO has seen a participant.
+
+    RoomIO names the agent as the speaker of its transcription only once it has seen a remote participant
+    (the same batched announcement as above); until then its text output drops what the agent says, so a
+    listen-first client heard the whole greeting but read it without its first words. The agent's own
+    identity is known from the start, so it is set now (RoomIO sets the same again later).
+    """
+    # RoomIO keeps this output private; the version is pinned by requirements.lock, and
+    # tests/integration/test_first_word.py checks the greeting's transcript arrives whole.
+    output = session.room_io._agent_tr_output
+    if output is not None:
+        output.set_participant(session.room_io.room.local_participant.identity)

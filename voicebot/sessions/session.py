@@ -27,7 +27,7 @@ from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
 from voicebot.logs import mask_phone
-from voicebot.sessions.agent_voice import AgentVoice
+from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -166,6 +166,7 @@ class RoomSession:
                         text_input=self.agent.text_input,
                     ),
                 )
+                caption_from_the_start(session)
                 self._listen_for_digits(room, session)
                 # A session that takes over a conversation carries on; it does not greet again.
                 if self.agent.greeting and not self._history and await self._ready_to_greet():
