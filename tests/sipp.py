@@ -149,12 +149,20 @@ def hang_up_scenario(folder: Path, rtp_port: int, digit_pcap: str, *, wait_ms: i
     return _with_pcaps(folder, "hang_up.xml", scenario)
 
 
-def listen_scenario(folder: Path, rtp_port: int, *, listen_ms: int = 4000) -> Path:
+def listen_scenario(
+    folder: Path, rtp_port: int, *, listen_ms: int = 4000, sends_silence: bool = True
+) -> Path:
     """A caller that says nothing, listens `listen_ms` after the answer, then hangs up with BYE.
 
+    Like a real phone it streams RTP from the answer on (A-law silence), unless `sends_silence` is False.
     With `-trace_logs` sipp writes two lines to its log file: `invite_sent <s> <us>` and `answered <s> <us>`,
     its wall clock when it sent the INVITE and when the 200 OK arrived.
     """
+    # One second of A-law silence (0xD5), which sipp's rtp_stream sends in 20 ms packets, looped.
+    (folder / "silence.alaw").write_bytes(b"\xd5" * 8000)
+    silence = (
+        f'<nop><action><exec rtp_stream="silence.alaw,-1,{PCMA}"/></action></nop>' if sends_silence else ""
+    )
     scenario = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="caller that listens">
   <nop><action>
@@ -181,6 +189,7 @@ def listen_scenario(folder: Path, rtp_port: int, *, listen_ms: int = 4000) -> Pa
   <send><![CDATA[
       {_ACK}
   ]]></send>
+  {silence}
   <pause milliseconds="{listen_ms}"/>
   <send retrans="500"><![CDATA[
       BYE [next_url] SIP/2.0
