@@ -12,6 +12,8 @@ the call active.
 Each call is timed on the wall clock, in ms after sipp got the 200 OK (its own `gettimeofday`, logged):
   webhook         voicebot handled livekit-server's participant_joined for the caller (`phone_caller_joined`)
   agent_joined    the agent had joined the call's room (`agent_joined`); both may come before the 200 OK
+  voice_subscribed  the server told the agent its voice has a subscriber (`voice_subscribed`): until then
+                  livekit-agents holds the agent's audio frames
   call_answered   voicebot saw the caller's sip.callStatus turn `active` (its `call_answered` log line)
   agent_speaking  the greeting's first frame went out on the agent's track (the transcript line's
                   started_speaking_at, from livekit-agents)
@@ -57,10 +59,19 @@ LOG_NAME = "phone_voicebot.log"
 # Callers, by whether they stream RTP from the answer on. livekit-sip marks a call active at the caller's
 # first RTP packet, or 1 s after its 200 OK when none comes (audioBridgeMaxDelay in its pkg/sip/inbound.go).
 CALLERS = {"phone": True, "silent": False}
-STEPS = ("webhook", "agent_joined", "call_answered", "agent_speaking", "first_rtp", "first_loud")
+STEPS = (
+    "webhook",
+    "agent_joined",
+    "voice_subscribed",
+    "call_answered",
+    "agent_speaking",
+    "first_rtp",
+    "first_loud",
+)
 STEP_LABELS = {
     "webhook": "caller's participant_joined webhook handled",
     "agent_joined": "agent joined the room",
+    "voice_subscribed": "agent told its voice is subscribed",
     "call_answered": "callStatus active seen by voicebot",
     "agent_speaking": "greeting's first frame sent by the agent",
     "first_rtp": "first RTP packet at the caller",
@@ -186,6 +197,7 @@ async def place_call(
     seen = {
         "webhook": logged_at(logged, "phone_caller_joined"),
         "agent_joined": logged_at(logged, "agent_joined"),
+        "voice_subscribed": logged_at(logged, "voice_subscribed"),
         "call_answered": logged_at(logged, "call_answered"),
         "agent_speaking": started_speaking,
         "first_rtp": sink.packets[0].at if sink.packets else None,
@@ -271,6 +283,7 @@ def _describe(calls: list[Call], failed: list[str]) -> dict[str, Any]:
             {
                 "invite_to_answer_ms": round(c.invite_to_answer_ms, 1),
                 **{k: None if v is None else round(v, 1) for k, v in c.after_answer_ms.items()},
+                "tts_ttfb_ms": None if c.tts_ttfb_ms is None else round(c.tts_ttfb_ms, 1),
             }
             for c in calls
         ],
