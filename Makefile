@@ -47,12 +47,13 @@ test: install system-packages test-system-packages livekit-server livekit-sip ve
 	$(PY) -m pytest
 
 # Benchmarks print their tables and write bench/results/*.json; they take a few minutes.
-bench: install system-packages test-system-packages livekit-server
+bench: install system-packages test-system-packages livekit-server livekit-sip
 	$(PY) -m bench.join_latency
 	$(PY) -m bench.memory
 	$(PY) -m bench.voice_latency
 	$(PY) -m bench.takeover
 	$(PY) -m bench.first_word
+	$(PY) -m bench.phone_first_word
 
 check: lint typecheck
 

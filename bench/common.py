@@ -52,13 +52,14 @@ def livekit_env(server: EmbeddedLiveKitServer, **extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def voicebot_process(
-    server: EmbeddedLiveKitServer, **env: str
+    server: EmbeddedLiveKitServer, *, port: int | None = None, log_name: str = "voicebot.log", **env: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m voicebot serve` against `server`; yields the process and its base URL."""
-    port = free_port()
+    """`python -m voicebot serve` against `server` on `port` (a free one when not given); yields the process
+    and its base URL. Its log goes to bench/results/`log_name`."""
+    port = port or free_port()
     RESULTS.mkdir(parents=True, exist_ok=True)
     # voicebot's own log stays beside the results, for when a number looks wrong.
-    with (RESULTS / "voicebot.log").open("wb") as log_file:
+    with (RESULTS / log_name).open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voicebot", "serve", "--port", str(port),
             cwd=ROOT, env=livekit_env(server, **env), stdout=asyncio.subprocess.PIPE, stderr=log_file,

@@ -6,6 +6,7 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import pytest
@@ -106,11 +107,15 @@ def free_sip_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-async def sip_stack() -> AsyncIterator[SipStack]:
-    """The phone-call infrastructure of the issue, started once for the run; a missing program fails it."""
+@asynccontextmanager
+async def running_sip_stack(webhook_port: int | None = None) -> AsyncIterator[SipStack]:
+    """Redis, livekit-server on it and livekit-sip, started in that order and stopped in reverse.
+
+    livekit-server sends its webhooks to `webhook_port` (a free port when not given). The tests' fixture and
+    the phone benchmark both run the stack this way.
+    """
     redis = EmbeddedRedis(free_port())
-    webhook_port = free_port()
+    webhook_port = webhook_port or free_port()
     livekit = livekit_on(redis, webhook_urls=(f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",))
     rtp_start = 20000 + (os.getpid() % 200) * 100
     settings = SipSettings(
@@ -138,6 +143,13 @@ async def sip_stack() -> AsyncIterator[SipStack]:
         await sip.stop()
         await livekit.stop()
         await redis.stop()
+
+
+@pytest.fixture(scope="session")
+async def sip_stack() -> AsyncIterator[SipStack]:
+    """The phone-call infrastructure of the issue, started once for the run; a missing program fails it."""
+    async with running_sip_stack() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -62,6 +63,8 @@ class RtpSink(asyncio.DatagramProtocol):
 
     port: int = field(default_factory=lambda: free_port())
     packets: list[RtpPacket] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+    """What stamps each packet's arrival; the phone benchmark compares it with sipp's wall clock."""
     _transport: asyncio.DatagramTransport | None = None
 
     async def open(self) -> None:
@@ -78,7 +81,7 @@ class RtpSink(asyncio.DatagramProtocol):
         header = 12 + 4 * (data[0] & 0x0F)
         table = DECODE.get(payload_type)
         samples = table[np.frombuffer(data[header:], dtype=np.uint8)] if table is not None else np.zeros(0)
-        self.packets.append(RtpPacket(time.monotonic(), payload_type, samples))
+        self.packets.append(RtpPacket(self.clock(), payload_type, samples))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -133,14 +136,7 @@ def hang_up_scenario(folder: Path, rtp_port: int, digit_pcap: str, *, wait_ms: i
   <recv response="183" optional="true"/>
   <recv response="200" rrs="true"/>
   <send><![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
+      {_ACK}
   ]]></send>
   <pause milliseconds="{wait_ms}"/>
   <nop><action><exec play_pcap_audio="pcap/{digit_pcap}"/></action></nop>
@@ -151,6 +147,64 @@ def hang_up_scenario(folder: Path, rtp_port: int, digit_pcap: str, *, wait_ms: i
 </scenario>
 """
     return _with_pcaps(folder, "hang_up.xml", scenario)
+
+
+def listen_scenario(
+    folder: Path, rtp_port: int, *, listen_ms: int = 4000, sends_silence: bool = True
+) -> Path:
+    """A caller that says nothing, listens `listen_ms` after the answer, then hangs up with BYE.
+
+    Like a real phone it streams RTP from the answer on (A-law silence), unless `sends_silence` is False.
+    With `-trace_logs` sipp writes two lines to its log file: `invite_sent <s> <us>` and `answered <s> <us>`,
+    its wall clock when it sent the INVITE and when the 200 OK arrived.
+    """
+    # One second of A-law silence (0xD5), which sipp's rtp_stream sends in 20 ms packets, looped.
+    (folder / "silence.alaw").write_bytes(b"\xd5" * 8000)
+    silence = (
+        f'<nop><action><exec rtp_stream="silence.alaw,-1,{PCMA}"/></action></nop>' if sends_silence else ""
+    )
+    scenario = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="caller that listens">
+  <nop><action>
+    <gettimeofday assign_to="invite_s,invite_us"/>
+    <log message="invite_sent [$invite_s] [$invite_us]"/>
+  </action></nop>
+  <send retrans="500"><![CDATA[
+      {_INVITE}
+      m=audio {rtp_port} RTP/AVP 8 0 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rrs="true">
+    <action>
+      <gettimeofday assign_to="answered_s,answered_us"/>
+      <log message="answered [$answered_s] [$answered_us]"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+      {_ACK}
+  ]]></send>
+  {silence}
+  <pause milliseconds="{listen_ms}"/>
+  <send retrans="500"><![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+  ]]></send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+    return _with_pcaps(folder, "listen.xml", scenario)
 
 
 def callee_scenario(folder: Path, rtp_port: int, *, busy: bool = False) -> Path:
@@ -220,6 +274,15 @@ _INVITE = """INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
       s=-
       c=IN IP4 [local_ip]
       t=0 0"""
+
+_ACK = """ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0"""
 
 _OK_NO_BODY = """SIP/2.0 200 OK
       [last_Via:]

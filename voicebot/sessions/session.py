@@ -145,7 +145,7 @@ class RoomSession:
             voice = AgentVoice(room)
             voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
             # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
-            voice.heard.add_done_callback(lambda _heard: self._person_arrived.set())
+            voice.heard.add_done_callback(self._on_heard)
             self._watch_room(room)
             with fake_job_context(
                 room=room, job_id=self.info.session_id, agent_identity=self.info.identity
@@ -183,6 +183,12 @@ class RoomSession:
                 timer.cancel()
             await self._leave(room, session, voice)
         return self.info
+
+    def _on_heard(self, heard: asyncio.Future[None]) -> None:
+        if not heard.cancelled():
+            # Also when the agent's first frame may go out: livekit-agents holds frames until this.
+            self._log.info("voice_subscribed")
+        self._person_arrived.set()
 
     def _nobody_joined(self) -> None:
         if not self._person_arrived.is_set():
