@@ -131,8 +131,10 @@ async def running_sip_stack(webhook_port: int | None = None) -> AsyncIterator[Si
         api_key=API_KEY,
         api_secret=API_SECRET,
         redis=redis.address,
-        # livekit-sip refuses calls ("cpu exhausted") above 90% CPU, which a shared test machine reaches.
-        extra_config={"max_cpu_utilization": 0.99},
+        # livekit-sip refuses calls ("cpu exhausted") while the machine's idle CPU is under
+        # NumCPU * (1 - max_cpu_utilization); a 2-core machine running the suite's browser, servers and
+        # clients reaches 0.99 too. 1.0 (the most it accepts) switches the check off, for tests only.
+        extra_config={"max_cpu_utilization": 1.0},
     )
     try:
         await redis.start()
