@@ -53,6 +53,7 @@ bench: install system-packages test-system-packages livekit-server
 	$(PY) -m bench.voice_latency
 	$(PY) -m bench.takeover
 	$(PY) -m bench.first_word
+	$(PY) -m bench.browser_latency
 
 check: lint typecheck
 
