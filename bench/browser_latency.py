@@ -136,7 +136,7 @@ ROWS = {
     "turn": "turn: end of voice -> first sound of the reply (page)",
     "uplink": "  uplink: page's end of voice -> agent VAD's end of speech",
     "vad_silence": "  VAD silence (agents.turn.vad_min_silence_s)",
-    "endpointing": "  endpointing (end_of_turn_delay - VAD silence)",
+    "endpointing": "  end of turn past the VAD silence: STT's final, endpointing",
     "stt": "  (STT transcription_delay, within the two above)",
     "llm": "  LLM llm_node_ttft",
     "tts": "  TTS tts_node_ttfb",
