@@ -54,6 +54,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip
 	$(PY) -m bench.takeover
 	$(PY) -m bench.first_word
 	$(PY) -m bench.phone_first_word
+	$(PY) -m bench.browser_latency
 
 check: lint typecheck
 

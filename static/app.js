@@ -17,7 +17,13 @@ const VOICE_RMS = 0.01;
 const METER_GAIN = 4;
 // The agent's sound must follow this much quiet to count as the start of a reply.
 const AGENT_QUIET_MS = 400;
+// The levels are read this often, each reading the newest ANALYSER_SIZE samples. A reading that holds voice
+// also says where in those samples the voice starts or ends, so the latencies are timed to the sample, not
+// to the reading: timing them by the reading, as the page first did, moved each end by up to one interval.
 const LEVEL_INTERVAL_MS = 20;
+const ANALYSER_SIZE = 2048;
+// How often the agent's audio path is read from WebRTC's statistics (network, jitter buffer, playout).
+const STATS_INTERVAL_MS = 1000;
 
 const el = {
   agent: document.getElementById("agent"),
@@ -29,6 +35,8 @@ const el = {
   micLevel: document.getElementById("mic-level"),
   agentLevel: document.getElementById("agent-level"),
   latency: document.getElementById("latency"),
+  greetingLatency: document.getElementById("greeting-latency"),
+  mediaStats: document.getElementById("media-stats"),
   transcript: document.getElementById("transcript"),
   keyForm: document.getElementById("key-form"),
   apiKey: document.getElementById("api-key"),
@@ -188,47 +196,141 @@ async function openMicrophone() {
   }
 }
 
-/** Level of an analyser's current frame as RMS in 0..1. */
-function rmsOf(analyser, buffer) {
+/**
+ * An analyser's newest samples: their level as RMS in 0..1, and how many milliseconds before the newest
+ * sample the first and the last sample louder than VOICE_RMS lie (null when none is).
+ */
+function readLevel({ analyser, buffer }) {
   analyser.getFloatTimeDomainData(buffer);
   let sum = 0;
-  for (const sample of buffer) {
+  let first = -1;
+  let last = -1;
+  for (let i = 0; i < buffer.length; i++) {
+    const sample = buffer[i];
     sum += sample * sample;
+    if (Math.abs(sample) > VOICE_RMS) {
+      if (first < 0) {
+        first = i;
+      }
+      last = i;
+    }
   }
-  return Math.sqrt(sum / buffer.length);
+  const msBefore = (i) => (i < 0 ? null : ((buffer.length - 1 - i) * 1000) / analyser.context.sampleRate);
+  return { rms: Math.sqrt(sum / buffer.length), firstAgoMs: msBefore(first), lastAgoMs: msBefore(last) };
 }
 
 function analyserFor(audioContext, mediaStreamTrack) {
   const source = audioContext.createMediaStreamSource(new MediaStream([mediaStreamTrack]));
   const analyser = audioContext.createAnalyser();
-  analyser.fftSize = 1024;
+  analyser.fftSize = ANALYSER_SIZE;
   source.connect(analyser);
   return { analyser, buffer: new Float32Array(analyser.fftSize) };
 }
 
+/** A latency on an output: its text, and its number of ms in data-ms for anything that reads the page. */
+function showLatency(output, ms) {
+  output.value = `${ms} ms`;
+  output.dataset.ms = String(ms);
+}
+
+function clearLatency(output) {
+  output.value = "–";
+  for (const key of Object.keys(output.dataset)) {
+    delete output.dataset[key];
+  }
+}
+
+/** Wall-clock milliseconds of a performance.now() time, to line the page's times up with the server's. */
+function epochMs(pageMs) {
+  return Math.round(performance.timeOrigin + pageMs);
+}
+
+const NO_AUDIO_YET = { jitterDelay: 0, jitterTarget: 0, emitted: 0, playoutDelay: 0, playoutSamples: 0 };
+
+/** The agent's audio path as WebRTC's statistics describe it, from the receiver of its track. */
+class AudioPathStats {
+  constructor() {
+    this.previous = null;
+  }
+
+  /** Numbers in ms over the time since the last reading (call-long averages on the first), or null. */
+  read(report) {
+    let inbound = null;
+    let playout = null;
+    let pair = null;
+    const byId = new Map();
+    report.forEach((stat) => {
+      byId.set(stat.id, stat);
+      if (stat.type === "inbound-rtp" && stat.kind === "audio") {
+        inbound = stat;
+      }
+    });
+    if (inbound === null) {
+      return null;
+    }
+    playout = byId.get(inbound.playoutId) ?? null;
+    const transport = byId.get(inbound.transportId);
+    pair = byId.get(transport?.selectedCandidatePairId) ?? null;
+    const now = {
+      jitterDelay: inbound.jitterBufferDelay ?? 0,
+      jitterTarget: inbound.jitterBufferTargetDelay ?? 0,
+      emitted: inbound.jitterBufferEmittedCount ?? 0,
+      playoutDelay: playout?.totalPlayoutDelay ?? 0,
+      playoutSamples: playout?.totalSamplesCount ?? 0,
+    };
+    const before = this.previous ?? NO_AUDIO_YET;
+    this.previous = now;
+    const per = (delay, count) => (count > 0 ? Math.round((delay * 1000) / count) : null);
+    const emitted = now.emitted - before.emitted;
+    return {
+      rttMs: pair?.currentRoundTripTime === undefined ? null : Math.round(pair.currentRoundTripTime * 1000),
+      jitterBufferMs: per(now.jitterDelay - before.jitterDelay, emitted),
+      jitterTargetMs: per(now.jitterTarget - before.jitterTarget, emitted),
+      playoutMs: per(now.playoutDelay - before.playoutDelay, now.playoutSamples - before.playoutSamples),
+      packetsReceived: inbound.packetsReceived ?? 0,
+    };
+  }
+}
+
 /**
- * One call: the room, the microphone, the meters and the per-turn latency.
+ * One call: the room, the microphone, the meters and the latencies.
  *
- * Latency is measured here, in the page: from the last moment the microphone carried voice to the
- * first sound of the agent's reply after it, which is what the person hears as the wait.
+ * Latencies are measured here, in the page, as the person lives them. The greeting's: from pressing Connect
+ * to the agent's first sound. Each turn's: from the last sample of the microphone louder than VOICE_RMS to
+ * the first such sample of the agent's reply after it. Both ends are read from the same AudioContext, so
+ * whatever delay it adds to the samples it shows the page cancels out of a turn's latency.
  */
 class Call {
-  constructor(audioContext, microphone) {
+  constructor(audioContext, microphone, connectPressedAt) {
     this.audioContext = audioContext;
     this.microphone = microphone;
+    this.connectPressedAt = connectPressedAt;
     this.room = new LK.Room();
     this.roomName = null;
     this.micSid = null;
     this.agentIdentity = null;
     this.mic = analyserFor(audioContext, microphone.mediaStreamTrack);
     this.agentAudio = null;
+    this.agentTrack = null;
+    this.agentStats = new AudioPathStats();
     this.audioElements = [];
     this.lastVoiceAt = null;
+    this.lastVoicePolledAt = null;
     this.userSpokeSinceReply = false;
     this.agentQuietSince = performance.now();
+    this.greetingHeard = false;
+    this.firstAgentLine = null;
     this.lines = new Map();
+    /** Latencies measured before the agent's line they belong to arrived. */
+    this.unplacedLatencies = [];
+    this.lastUserLine = null;
     this.ended = false;
     this.timer = setInterval(() => this.measure(), LEVEL_INTERVAL_MS);
+    this.statsTimer = setInterval(() => {
+      this.readStats().catch(() => {
+        // A reading cut by a disconnect is simply missing; the next call starts afresh.
+      });
+    }, STATS_INTERVAL_MS);
   }
 
   async start(agentId) {
@@ -307,36 +409,108 @@ class Call {
     this.audioElements.push(audio);
     if (participant.isAgent) {
       this.agentAudio = analyserFor(this.audioContext, track.mediaStreamTrack);
+      this.agentTrack = track;
     }
   }
 
   measure() {
     const now = performance.now();
-    const micRms = rmsOf(this.mic.analyser, this.mic.buffer);
-    el.micLevel.value = Math.min(1, micRms * METER_GAIN);
-    if (micRms > VOICE_RMS) {
-      this.lastVoiceAt = now;
+    const mic = readLevel(this.mic);
+    el.micLevel.value = Math.min(1, mic.rms * METER_GAIN);
+    if (mic.rms > VOICE_RMS) {
+      this.lastVoiceAt = now - mic.lastAgoMs;
+      this.lastVoicePolledAt = now;
       this.userSpokeSinceReply = true;
     }
     if (!this.agentAudio) {
       return;
     }
-    const agentRms = rmsOf(this.agentAudio.analyser, this.agentAudio.buffer);
-    const level = Math.min(1, agentRms * METER_GAIN);
-    el.agentLevel.value = level;
-    el.agentLevel.dataset.peak = String(Math.max(Number(el.agentLevel.dataset.peak), agentRms));
-    if (agentRms <= VOICE_RMS) {
+    const agent = readLevel(this.agentAudio);
+    el.agentLevel.value = Math.min(1, agent.rms * METER_GAIN);
+    el.agentLevel.dataset.peak = String(Math.max(Number(el.agentLevel.dataset.peak), agent.rms));
+    if (agent.rms <= VOICE_RMS) {
       this.agentQuietSince ??= now;
       return;
     }
     const replyStarts = this.agentQuietSince !== null && now - this.agentQuietSince >= AGENT_QUIET_MS;
     this.agentQuietSince = null;
-    if (replyStarts && this.userSpokeSinceReply && this.lastVoiceAt !== null) {
-      const latencyMs = Math.round(now - this.lastVoiceAt);
-      el.latency.value = `${latencyMs} ms`;
-      el.latency.dataset.ms = String(latencyMs);
+    const soundAt = now - agent.firstAgoMs;
+    if (!this.greetingHeard) {
+      // The first sound of the call is the greeting, whatever the person said before it.
+      this.greetingHeard = true;
       this.userSpokeSinceReply = false;
+      const greetingMs = Math.max(0, Math.round(soundAt - this.connectPressedAt));
+      showLatency(el.greetingLatency, greetingMs);
+      this.placeLatency(greetingMs);
+      return;
     }
+    if (replyStarts && this.userSpokeSinceReply && this.lastVoiceAt !== null) {
+      const latencyMs = Math.max(0, Math.round(soundAt - this.lastVoiceAt));
+      showLatency(el.latency, latencyMs);
+      // When each end was, on the wall clock (to line the turn up with the server's own times), and the
+      // same turn timed by the readings alone, the page's first method.
+      el.latency.dataset.voiceEndedAt = String(epochMs(this.lastVoiceAt));
+      el.latency.dataset.replyAt = String(epochMs(soundAt));
+      el.latency.dataset.byReadingMs = String(Math.round(now - this.lastVoicePolledAt));
+      this.userSpokeSinceReply = false;
+      this.placeLatency(latencyMs);
+    }
+  }
+
+  /** Show a latency on the agent's line it belongs to: the newest one since the person last spoke. */
+  placeLatency(ms) {
+    const lines = [...this.lines.values()];
+    const newest = lines.findLast((line) => line.dataset.speaker === "agent");
+    const current =
+      newest !== undefined &&
+      newest.dataset.ms === undefined &&
+      (this.lastUserLine === null || lines.indexOf(newest) > lines.indexOf(this.lastUserLine));
+    if (current) {
+      this.labelLine(newest, ms);
+    } else {
+      this.unplacedLatencies.push(ms);
+    }
+  }
+
+  labelLine(line, ms) {
+    line.dataset.ms = String(ms);
+    const badge = document.createElement("span");
+    badge.className = "latency";
+    badge.title =
+      line === this.firstAgentLine
+        ? "From pressing Connect to the greeting's first sound"
+        : "From the end of your speech to this reply's first sound";
+    badge.textContent = `${ms} ms`;
+    line.querySelector("time").after(badge);
+  }
+
+  async readStats() {
+    const report = await this.agentTrack?.getRTCStatsReport();
+    if (!report || this.ended) {
+      return;
+    }
+    const stats = this.agentStats.read(report);
+    if (stats === null) {
+      return;
+    }
+    const parts = [];
+    const data = el.mediaStats.dataset;
+    for (const [key, label] of [
+      ["rttMs", "round trip"],
+      ["jitterBufferMs", "jitter buffer"],
+      ["playoutMs", "playout"],
+    ]) {
+      if (stats[key] !== null) {
+        parts.push(`${label} ${stats[key]} ms`);
+        data[key] = String(stats[key]);
+      }
+    }
+    if (stats.jitterTargetMs !== null) {
+      data.jitterTargetMs = String(stats.jitterTargetMs);
+    }
+    data.packetsReceived = String(stats.packetsReceived);
+    data.at = String(epochMs(performance.now()));
+    el.mediaStats.value = parts.join(" · ") || "–";
   }
 
   async readTranscription(reader, sender) {
@@ -365,8 +539,23 @@ class Call {
     if (line) {
       return line;
     }
+    line = this.newLine(speaker);
+    this.lines.set(segmentId, line);
+    if (speaker === "you") {
+      this.lastUserLine = line;
+    } else {
+      this.firstAgentLine ??= line;
+      const early = this.unplacedLatencies.shift();
+      if (early !== undefined) {
+        this.labelLine(line, early);
+      }
+    }
+    return line;
+  }
+
+  newLine(speaker) {
     const now = new Date();
-    line = document.createElement("li");
+    const line = document.createElement("li");
     line.dataset.speaker = speaker;
     const who = document.createElement("span");
     who.className = "who";
@@ -378,7 +567,6 @@ class Call {
     text.className = "text";
     line.append(who, time, text);
     el.transcript.append(line);
-    this.lines.set(segmentId, line);
     return line;
   }
 
@@ -401,6 +589,7 @@ class Call {
     }
     this.ended = true;
     clearInterval(this.timer);
+    clearInterval(this.statsTimer);
     this.microphone.stop();
     for (const audio of this.audioElements) {
       audio.remove();
@@ -427,6 +616,8 @@ async function connect() {
     showStatus("warning", "Pick an agent first.");
     return;
   }
+  // The greeting's latency counts from here: the person pressed Connect.
+  const connectPressedAt = performance.now();
   // Created inside the click, so the browser lets the agent's audio play.
   const audioContext = new AudioContext();
   setControls({ connecting: true });
@@ -440,12 +631,13 @@ async function connect() {
     setControls();
     return;
   }
-  const attempt = new Call(audioContext, microphone);
+  const attempt = new Call(audioContext, microphone, connectPressedAt);
   call = attempt;
   setControls({ connecting: true });
   el.transcript.replaceChildren();
-  el.latency.value = "–";
-  delete el.latency.dataset.ms;
+  clearLatency(el.latency);
+  clearLatency(el.greetingLatency);
+  clearLatency(el.mediaStats);
   el.agentLevel.dataset.peak = "0";
   try {
     await attempt.start(agentId);

@@ -75,5 +75,6 @@ async def test_a_no_cors_post_from_another_site_is_refused_and_starts_nothing(
     # The browser keeps the answer from the page (and its body from Playwright); 403 is the Origin
     # guard's, where the media-type guard behind it would have said 415.
     assert response.status == 403
-    assert await livekit.room_names() == rooms_before
+    # Only new rooms count: an earlier test's room may close meanwhile.
+    assert await livekit.room_names() - rooms_before == set()
     assert voicebot.app[SUPERVISOR].live() == []

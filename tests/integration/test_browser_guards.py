@@ -44,7 +44,7 @@ async def test_a_json_endpoint_refuses_a_body_of_another_media_type(
 
     assert response.status == 415, await response.text()
     assert (await response.json())["error"]["code"] == "unsupported_media_type"
-    assert await livekit.room_names() == rooms_before
+    assert await livekit.room_names() - rooms_before == set(), "no new room"
 
 
 @pytest.mark.parametrize(("path", "body"), JSON_ENDPOINTS, ids=JSON_IDS)
@@ -98,7 +98,7 @@ async def test_a_request_from_another_origin_is_refused(
 
     assert response.status == 403, await response.text()
     assert (await response.json())["error"]["code"] == "forbidden_origin"
-    assert await livekit.room_names() == rooms_before
+    assert await livekit.room_names() - rooms_before == set(), "no new room"
 
 
 async def test_a_request_from_the_servers_own_origin_is_served(client: Client) -> None:
