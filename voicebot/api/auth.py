@@ -6,14 +6,13 @@ import hashlib
 import hmac
 import ipaddress
 import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from voicebot.api.app_keys import STATE
 from voicebot.api.errors import ApiError
 from voicebot.api.paths import AGENTS_PATH, CREATE_ROOM_PATH, HEALTH_PATH, OPENAPI_PATH, WEBHOOK_PATH
 from voicebot.config import Settings
@@ -93,40 +92,15 @@ def client_ip(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
     return hops[0] if hops else peer
 
 
-class RateLimiter:
-    """At most `limit` events per client in any `window_s`, a sliding window kept in memory."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._clock = clock
-        self._events: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def take(self, client: str) -> int | None:
-        """Count one event; None when allowed, else the whole seconds until the client may try again."""
-        now = self._clock()
-        events = self._events.pop(client, None) or deque()
-        while events and events[0] <= now - self.window_s:
-            events.popleft()
-        self._events[client] = events
-        if len(self._events) > MAX_TRACKED_CLIENTS:
-            self._events.popitem(last=False)
-        if len(events) >= self.limit:
-            return max(1, math.ceil(events[0] + self.window_s - now))
-        events.append(now)
-        return None
-
-
 def _set_key_id(request: web.Request, value: str) -> None:
     request[API_KEY_ID] = value
 
 
-def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Middleware:
+def auth_middleware(settings: Settings) -> Middleware:
     """401 without a valid key on /api, except the webhook (signed) and health (reduced without a key)."""
     auth = settings.auth
     keys = auth.api_keys
     proxies = [ipaddress.ip_network(proxy, strict=False) for proxy in settings.server.trusted_proxies]
-    limiter = RateLimiter(auth.create_room_per_minute, RATE_WINDOW_S, clock)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -142,22 +116,23 @@ def auth_middleware(settings: Settings, clock: Callable[[], float] = time.monoto
             request[AUTHENTICATED] = True
             return await handler(request)
         path = request.path
-        if not path.startswith("/api/") or path in (
-            WEBHOOK_PATH,
-            HEALTH_PATH,
-            OPENAPI_PATH,
-        ):  # OpenAPI: nothing the README does not say
+        # The OpenAPI document says nothing the README does not; clients read it before they hold a key.
+        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH, OPENAPI_PATH):
             return await handler(request)
         if token is None and auth.public_create_room and (request.method, path) in PUBLIC_ROUTES:
             if path == CREATE_ROOM_PATH:
-                retry_after_s = limiter.take(client_ip(request, proxies))
-                if retry_after_s is not None:
-                    log.info("request_rate_limited", limit_per_minute=limiter.limit)
+                # Counted in the shared state, so the limit holds across every voicebot process.
+                limit = auth.create_room_per_minute
+                wait_s = await request.app[STATE].hit_rate(
+                    f"create_room:{client_ip(request, proxies)}", limit, RATE_WINDOW_S
+                )
+                if wait_s is not None:
+                    log.info("request_rate_limited", limit_per_minute=limit)
                     raise ApiError(
                         429,
                         "rate_limited",
-                        f"at most {limiter.limit} rooms a minute may be created without an API key",
-                        headers={"Retry-After": str(retry_after_s)},
+                        f"at most {limit} rooms a minute may be created without an API key",
+                        headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
                     )
             return await handler(request)
         log.info("request_unauthorized", reason="no_key" if token is None else "wrong_key")

@@ -52,8 +52,9 @@ class AgentVoice:
         self._publishing = asyncio.create_task(self.output.start(), name="agent-voice-publish")
 
         def check(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                on_failure(task.exception() or RuntimeError("publishing failed"))
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                on_failure(failure)
 
         self._publishing.add_done_callback(check)
 

@@ -45,7 +45,6 @@ class InMemoryStore(StateStore):
     _writes: int = 0
     _slots: dict[str, dict[str, float]] = field(default_factory=dict)
     """Places held in each pool: member -> when the place lapses if nobody frees it."""
-    _hits: dict[str, list[float]] = field(default_factory=dict)
     """Times of the events counted under each rate key, oldest first."""
 
     def _get(self, key: str) -> Any:
@@ -193,11 +192,12 @@ class InMemoryStore(StateStore):
 
     async def hit_rate(self, key: str, limit: int, window_s: float) -> float | None:
         now = self.clock()
-        recent = [at for at in self._hits.get(key, []) if at > now - window_s]
-        self._hits[key] = recent
+        hits: list[float] = self._get(f"hits:{key}") or []
+        recent = [at for at in hits if at > now - window_s]
         if len(recent) >= limit:
             return recent[0] + window_s - now if recent else window_s
-        recent.append(now)
+        # Kept with an expiry, so the keys of callers who never come back are swept like any other.
+        self._set(f"hits:{key}", [*recent, now], window_s)
         return None
 
     async def aclose(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from voicebot.api.auth import RateLimiter, key_id, matching_key
+from voicebot.api.auth import key_id, matching_key
+from voicebot.store.memory import InMemoryStore
 
 
 def test_a_key_matches_whichever_configured_key_it_equals() -> None:
@@ -20,15 +21,19 @@ def test_a_fingerprint_is_short_stable_and_not_the_key() -> None:
     assert key_id("first-key") != key_id("second-key")
 
 
-def test_the_rate_limit_is_a_sliding_minute_per_client() -> None:
+async def test_the_rate_limit_is_a_sliding_minute_per_client() -> None:
+    """The anonymous create-room limit is the state store's sliding window (one limit for every process)."""
     now = [1000.0]
-    limiter = RateLimiter(2, 60.0, clock=lambda: now[0])
+    store = InMemoryStore(clock=lambda: now[0])
 
-    assert limiter.take("a") is None
+    async def take(client: str) -> float | None:
+        return await store.hit_rate(f"create_room:{client}", 2, 60.0)
+
+    assert await take("a") is None
     now[0] += 10
-    assert limiter.take("a") is None
-    assert limiter.take("a") == 50
-    assert limiter.take("b") is None
+    assert await take("a") is None
+    assert await take("a") == 50
+    assert await take("b") is None
     now[0] += 50
-    assert limiter.take("a") is None
-    assert limiter.take("a") == 10
+    assert await take("a") is None
+    assert await take("a") == 10
