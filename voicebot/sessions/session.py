@@ -20,13 +20,24 @@ from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
+    SessionUsageUpdatedEvent,
 )
+from livekit.agents.voice.io import PlaybackStartedEvent
 
 from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
 from voicebot.logs import mask_phone
+from voicebot.monitoring.events import (
+    Observers,
+    ProviderError,
+    SessionEnd,
+    SessionLabels,
+    SessionObserver,
+    TurnTiming,
+    UsageDeltas,
+)
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
@@ -95,6 +106,8 @@ class RoomSession:
         max_provider_errors: int = 3,
         max_duration_s: float = 1800,
         unjoined_timeout_s: float | None = None,
+        observer: SessionObserver | None = None,
+        requested_at: float | None = None,
     ) -> None:
         self.agent = agent
         self.info = SessionInfo(
@@ -121,6 +134,17 @@ class RoomSession:
         self._pending: set[asyncio.Task[None]] = set()
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
+        self._observer = observer or Observers()
+        self.labels = SessionLabels(
+            session_id=self.info.session_id,
+            room_name=room_name,
+            agent_id=agent.id,
+            phone_call=phone_call,
+            requested_at=time.monotonic() if requested_at is None else requested_at,
+        )
+        self._usage = UsageDeltas()
+        self._last_user_metrics: llm.MetricsReport | None = None
+        self._spoke = False
 
     def stop(self, reason: EndReason = "stopped") -> None:
         """Ask the session to end; `run()` returns once it has left the room."""
@@ -132,6 +156,7 @@ class RoomSession:
         session: AgentSession[None] | None = None
         # Recorded before joining: whoever sees the agent in the room must also find its session listed.
         self._spawn(self._state.save_session(self.info.record()))
+        self._observer.session_started(self.labels)
         loop = asyncio.get_running_loop()
         # However the call goes, it does not go on for ever (a runaway call costs money on a trunk).
         timers = [loop.call_later(self._max_duration_s, self._ending.set, "max_duration")]
@@ -142,7 +167,9 @@ class RoomSession:
         try:
             await room.connect(self._livekit.url, self._token())
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
+            self._observer.agent_joined(self.labels, self._since_requested())
             voice = AgentVoice(room)
+            voice.output.on("playback_started", self._on_playback_started)
             voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
             # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
             voice.heard.add_done_callback(self._on_heard)
@@ -184,6 +211,15 @@ class RoomSession:
             await self._leave(room, session, voice)
         return self.info
 
+    def _since_requested(self) -> float:
+        return time.monotonic() - self.labels.requested_at
+
+    def _on_playback_started(self, _event: PlaybackStartedEvent) -> None:
+        # The first frame the agent sends is its first word (the greeting, or a first reply without one).
+        if not self._spoke:
+            self._spoke = True
+            self._observer.first_word(self.labels, self._since_requested())
+
     def _on_heard(self, heard: asyncio.Future[None]) -> None:
         if not heard.cancelled():
             # Also when the agent's first frame may go out: livekit-agents holds frames until this.
@@ -221,6 +257,7 @@ class RoomSession:
         def on_digit(event: rtc.SipDTMF) -> None:
             # Key presses can be a PIN or an account number: the log says that one came, never which.
             self._log.info("dtmf_received", digits=1)
+            self._observer.dtmf_received(self.labels)
             line = TranscriptLine("user", f"[pressed {event.digit}]", time.time())
             self._spawn(self._state.append(self.info.room_name, line))
             rule = next((r for r in self.agent.rules if event.digit in r.digits), None)
@@ -259,6 +296,7 @@ class RoomSession:
         session.on("user_state_changed", lambda e: self._log.debug("user_state_changed", state=e.new_state))
         session.on("conversation_item_added", self._on_conversation_item)
         session.on("error", self._on_error)
+        session.on("session_usage_updated", self._on_usage)
         session.on("close", self._on_close)
         return session
 
@@ -307,6 +345,14 @@ class RoomSession:
         metrics = {key: round(value, 4) for key, value in item.metrics.items() if isinstance(value, float)}
         line = TranscriptLine(speaker, text, event.created_at, metrics)
         self._spawn(self._state.append(self.info.room_name, line))
+        if speaker == "user":
+            self._last_user_metrics = item.metrics
+        elif self._last_user_metrics is not None:
+            # A reply to the caller; the greeting and key-press replies answer no spoken turn.
+            self._observer.turn_measured(
+                self.labels, TurnTiming.from_reports(self._last_user_metrics, item.metrics)
+            )
+            self._last_user_metrics = None
         if speaker == "agent" and self._ends_call(text):
             self._ending.set("call_ended")
 
@@ -322,6 +368,16 @@ class RoomSession:
             source=type(event.source).__name__,
             recoverable=recoverable,
         )
+        cause = getattr(event.error, "error", event.error)
+        provider = getattr(event.source, "provider", type(event.source).__name__)
+        self._observer.provider_failed(
+            self.labels,
+            ProviderError(provider=str(provider), kind=type(cause).__name__, recoverable=recoverable),
+        )
+
+    def _on_usage(self, event: SessionUsageUpdatedEvent) -> None:
+        for usage in self._usage.update(event.usage):
+            self._observer.usage(self.labels, usage)
 
     def _on_close(self, event: CloseEvent) -> None:
         if event.error is not None:
@@ -367,6 +423,7 @@ class RoomSession:
             await self._give_up_lease()
             await self._give_up_outbound_place()
         duration = round(info.ended_at - info.started_at, 3)
+        self._observer.session_ended(self.labels, SessionEnd(info.end_reason, duration, info.error))
         if info.end_reason == "failed":
             self._log.error("session_ended", reason=info.end_reason, error=info.error, duration_s=duration)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from voicebot.agents.pipeline import PipelineFactory
 from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
+from voicebot.monitoring.events import Observers
 from voicebot.sessions.session import RoomSession, SessionInfo
 from voicebot.store.base import EndReason, StateStore
 from voicebot.store.transcripts import TranscriptLine
@@ -44,8 +46,11 @@ class SessionSupervisor:
         pipelines: PipelineFactory,
         state: StateStore,
         process_id: str = "",
+        observers: Observers | None = None,
     ) -> None:
         self._settings = settings
+        self.observers = observers or Observers()
+        """Everything that hears how sessions go (metrics, traces, the operator page)."""
         self._livekit = livekit
         self._pipelines = pipelines
         self.state = state
@@ -122,6 +127,7 @@ class SessionSupervisor:
         history: Sequence[TranscriptLine] = (),
     ) -> RoomSession:
         """Start `agent` in the slot's room as a task; the slot is released when the session ends."""
+        requested_at = time.monotonic()
         try:
             pipeline = await self._pipelines.build(agent)
         except BaseException as exc:
@@ -143,6 +149,8 @@ class SessionSupervisor:
             # Only a room made for a person who may never come (create-room): a phone caller is already
             # there, and a room an agent was sent into is someone else's to close.
             unjoined_timeout_s=self._settings.unjoined_timeout_s if owns_room and not phone_call else None,
+            observer=self.observers,
+            requested_at=requested_at,
         )
         # A fresh context: the session outlives the request that started it, so it must not log
         # under that request's method and path.

@@ -1,0 +1,1 @@
+"""What voicebot tells its operators: Prometheus metrics, OpenTelemetry traces, the operator page."""
