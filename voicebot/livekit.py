@@ -102,6 +102,15 @@ class LiveKitGateway:
         """Identities of everyone in the room now."""
         return [participant.identity for participant in await self.participants(room_name)]
 
+    async def has_audio_track(self, room_name: str, identity: str) -> bool:
+        """Whether the server lists an audio track of this participant (False if it is not in the room)."""
+        request = api.RoomParticipantIdentity(room=room_name, identity=identity)
+        try:
+            participant = await self._call("get the participant", self._api.room.get_participant(request))
+        except api.TwirpError:
+            return False
+        return any(track.type == api.TrackType.AUDIO for track in participant.tracks)
+
     async def remove_participant(self, room_name: str, identity: str) -> None:
         """Disconnect one participant; for a phone caller, that hangs up the call."""
         request = api.RoomParticipantIdentity(room=room_name, identity=identity)

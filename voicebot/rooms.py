@@ -35,6 +35,11 @@ PHONE_IDENTITY_PREFIX = "sip_"
 # part ("alice", "100") could reach anything the far PBX routes it to, so it is never dialled.
 E164_NUMBER = re.compile(r"\+[0-9]{1,15}")
 HOUR_S = 3600
+# create-room answers once the agent's voice is published, so the client's join finds the track and
+# subscribes in its first negotiation. A track that appears just after a client joined waits out
+# livekit-server's debounce of a second negotiation (150 ms, `negotiationFrequency` in pkg/rtc/transport.go).
+# Publishing takes 50-150 ms here; past this bound the answer goes out anyway and the client still gets it.
+VOICE_PUBLISHED_WITHIN_S = 2.0
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +95,14 @@ class RoomService:
         placement = await self._cluster.place(room_name)
         try:
             await self._new_room(agent, room_name)
-            await self._cluster.run_agent(agent, room_name, placement, owns_room=True, phone_call=False)
+            await self._cluster.run_agent(
+                agent,
+                room_name,
+                placement,
+                owns_room=True,
+                phone_call=False,
+                voice_within_s=VOICE_PUBLISHED_WITHIN_S,
+            )
         except BaseException:
             # A room nobody will serve is a leak on the server: take it back down.
             await self._cluster.release(room_name, placement.process_id)

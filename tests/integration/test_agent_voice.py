@@ -79,3 +79,19 @@ async def test_a_listen_first_client_subscribes_to_the_agent_on_connect_and_hear
         await asyncio.wait_for(heard.wait(), 10)
     finally:
         await listener.disconnect()
+
+
+async def test_create_room_answers_once_the_agents_voice_is_in_the_room(
+    client: Client, livekit: LiveKitGateway
+) -> None:
+    """Regression: create-room answered before the agent had published its voice, so a client that joined
+    at once saw the track appear just after its own first negotiation, and livekit-server holds a second
+    negotiation of the same connection back by 150 ms (`negotiationFrequency`, pkg/rtc/transport.go): the
+    greeting started ~150 ms late. The track must already be on the server when the answer arrives."""
+    for _ in range(3):
+        room = await create_room(client)
+        agent = await agent_in(livekit, room["room_name"])
+        assert agent is not None, "the agent should have joined before create-room answered"
+        assert any(track.type == api.TrackType.AUDIO for track in agent.tracks), (
+            "the agent's voice should be published before create-room answered"
+        )

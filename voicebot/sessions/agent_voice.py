@@ -30,6 +30,11 @@ class AgentVoice:
     """The agent's audio output, published now; `heard` resolves when a participant subscribes to it."""
 
     def __init__(self, room: rtc.Room) -> None:
+        self._room = room
+        self.published = asyncio.Event()
+        """Set once the server has accepted the track."""
+        # The agent publishes nothing else, so the first local publication is its voice.
+        room.on("local_track_published", self._on_published)
         self.output = _ParticipantAudioOutput(
             room,
             sample_rate=SAMPLE_RATE,
@@ -58,8 +63,12 @@ class AgentVoice:
 
         self._publishing.add_done_callback(check)
 
+    def _on_published(self, _publication: rtc.LocalTrackPublication, _track: rtc.Track) -> None:
+        self.published.set()
+
     async def aclose(self) -> None:
         """Stop waiting for a subscriber and release the audio source."""
+        self._room.off("local_track_published", self._on_published)
         if self._publishing is not None:
             self._publishing.cancel()
             with suppress(asyncio.CancelledError, Exception):

@@ -59,6 +59,9 @@ class LocalSessions(Protocol):
     ) -> SessionInfo:
         """The room's session, started now unless one is already starting or running there."""
 
+    async def voice_published(self, room_name: str, within_s: float) -> bool:
+        """Wait until the server lists the voice of the room's agent here; False if not within `within_s`."""
+
     async def stop(self, room_name: str, reason: EndReason = "stopped") -> SessionInfo | None:
         """Stop the room's session once its agent has left; None if there is none."""
 
@@ -142,12 +145,18 @@ class Cluster:
         *,
         owns_room: bool,
         phone_call: bool,
+        voice_within_s: float = 0.0,
     ) -> SessionRecord:
-        """Start the agent where it was placed: here, or by a job for the process that holds the lease."""
+        """Start the agent where it was placed: here, or by a job for the process that holds the lease.
+
+        Here, with `voice_within_s`, it returns once the agent's voice is published (or that long has passed).
+        """
         if placement.process_id == self.process_id:
             info = await self._supervisor.ensure_running(
                 agent, room_name, owns_room=owns_room, phone_call=phone_call
             )
+            if voice_within_s > 0:
+                await self._supervisor.voice_published(room_name, voice_within_s)
             return info.record()
         job = StartJob(room_name=room_name, agent_id=agent.id, owns_room=owns_room, phone_call=phone_call)
         # Recorded before the job is sent: should that process die before it runs the job, the room is

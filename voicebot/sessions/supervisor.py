@@ -117,6 +117,19 @@ class SessionSupervisor:
         session = await self.start(agent, slot, owns_room=owns_room, phone_call=phone_call, history=history)
         return session.info
 
+    async def voice_published(self, room_name: str, within_s: float) -> bool:
+        """Wait until the server lists the room's agent's voice; False if it does not within `within_s`,
+        or the room has no session here."""
+        session = self.session(room_name)
+        if session is None:
+            return False
+        try:
+            async with asyncio.timeout(within_s):
+                await session.voice_ready.wait()
+        except TimeoutError:
+            return False
+        return session.info.state != "ended"
+
     async def start(
         self,
         agent: AgentDefinition,

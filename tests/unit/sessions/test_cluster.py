@@ -68,6 +68,9 @@ class FakeSessions:
             )
         return self.running[room_name]
 
+    async def voice_published(self, room_name: str, within_s: float) -> bool:
+        return room_name in self.running
+
     async def stop(self, room_name: str, reason: EndReason = "stopped") -> SessionInfo | None:
         info = self.running.pop(room_name, None)
         if info is not None:
