@@ -25,6 +25,7 @@ from livekit.agents.voice.events import (
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
 
+from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
 from voicebot.errors import LiveKitUnavailable, StateUnavailable
@@ -112,6 +113,7 @@ class RoomSession:
         unjoined_timeout_s: float | None = None,
         observer: SessionObserver | None = None,
         requested_at: float | None = None,
+        greetings: GreetingCache | None = None,
     ) -> None:
         self.agent = agent
         self.info = SessionInfo(
@@ -142,6 +144,7 @@ class RoomSession:
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
         self._observer = observer or Observers()
+        self._greetings = greetings or GreetingCache()
         self.labels = SessionLabels(
             session_id=self.info.session_id,
             room_name=room_name,
@@ -207,7 +210,7 @@ class RoomSession:
                 self._listen_for_digits(room, session)
                 # A session that takes over a conversation carries on; it does not greet again.
                 if self.agent.greeting and not self._history and await self._ready_to_greet():
-                    session.say(self.agent.greeting)
+                    self._greet(session, self.agent.greeting)
                 await self._ending.event.wait()
         except asyncio.CancelledError:
             self._ending.set("shutdown")
@@ -234,6 +237,15 @@ class RoomSession:
             # Nobody should wait for a confirmation that cannot come; the track is published all the same.
             self._log.warning("voice_not_confirmed", reason=str(exc))
         self.voice_ready.set()
+
+    def _greet(self, session: AgentSession[None], text: str) -> None:
+        audio = self._greetings.audio(self.agent.id, text)
+        if audio is not None:
+            session.say(text, audio=audio)
+            return
+        speech = session.say(text)
+        # Synthesised again for the cache only once this greeting has played, so the two never compete.
+        speech.add_done_callback(lambda _: self._greetings.fill(self.agent.id, text, self._pipeline.tts))
 
     def _since_requested(self) -> float:
         return time.monotonic() - self.labels.requested_at

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import PipelineFactory
 from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
@@ -50,6 +51,8 @@ class SessionSupervisor:
     ) -> None:
         self._settings = settings
         self.observers = observers or Observers()
+        self.greetings = GreetingCache()
+        """Each agent's greeting audio, shared by its sessions."""
         """Everything that hears how sessions go (metrics, traces, the operator page)."""
         self._livekit = livekit
         self._pipelines = pipelines
@@ -164,6 +167,7 @@ class SessionSupervisor:
             unjoined_timeout_s=self._settings.unjoined_timeout_s if owns_room and not phone_call else None,
             observer=self.observers,
             requested_at=requested_at,
+            greetings=self.greetings,
         )
         # A fresh context: the session outlives the request that started it, so it must not log
         # under that request's method and path.
@@ -204,6 +208,7 @@ class SessionSupervisor:
     async def shutdown(self) -> None:
         """Refuse new sessions, ask every live one to end, and cancel what outlasts the drain timeout."""
         self._closing = True
+        await self.greetings.aclose()
         live = list(self._live.values())
         if not live:
             return

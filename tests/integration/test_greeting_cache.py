@@ -1,0 +1,65 @@
+"""Each agent's greeting is synthesised once per process; later calls hear it whole from memory."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.audio import greeting_agent
+from tests.conftest import eventually
+from tests.integration.test_first_word import assert_heard_whole
+from tests.voice_client import VoiceClient
+from voicebot.api.app_keys import SUPERVISOR
+from voicebot.monitoring.events import ProviderUsage, SessionLabels
+from voicebot.sessions.supervisor import SessionSupervisor
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[Any, Any]
+
+
+class UsageBySession:
+    """Records what each session's providers used."""
+
+    def __init__(self) -> None:
+        self.tts_characters: defaultdict[str, int] = defaultdict(int)
+
+    def usage(self, session: SessionLabels, usage: ProviderUsage) -> None:
+        if usage.kind == "tts":
+            self.tts_characters[session.session_id] += usage.characters
+
+
+async def call(client: Client) -> str:
+    """One call: create-room, a client that hears the greeting whole; returns the session id."""
+    response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert response.status == 200, await response.text()
+    room = await response.json()
+    person = VoiceClient(room["livekit_url"], room["access_token"])
+    await person.connect()
+    try:
+        await assert_heard_whole(person)
+    finally:
+        await person.close()
+    supervisor: SessionSupervisor = client.app[SUPERVISOR]
+    session = supervisor.session(room["room_name"])
+    assert session is not None
+    return session.info.session_id
+
+
+async def test_later_calls_greet_from_the_cache_and_are_heard_whole(client: Client) -> None:
+    supervisor: SessionSupervisor = client.app[SUPERVISOR]
+    usage = UsageBySession()
+    supervisor.observers.add(usage)  # type: ignore[arg-type]  # it hears only usage
+    greeting = greeting_agent().greeting
+    first = await call(client)
+    await eventually(
+        lambda: supervisor.greetings.audio("agent-123", greeting) is not None,
+        10,
+        "the greeting to be cached after the first call",
+    )
+    second = await call(client)
+    assert usage.tts_characters[first] >= len(greeting), "the first call's greeting is synthesised"
+    assert usage.tts_characters[second] == 0, "the second call's greeting should come from the cache"
