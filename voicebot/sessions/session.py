@@ -23,6 +23,7 @@ from livekit.agents.voice.events import (
     SessionUsageUpdatedEvent,
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
+from opentelemetry.context import Context
 
 from voicebot.agents.pipeline import Pipeline
 from voicebot.config import AgentDefinition
@@ -38,6 +39,7 @@ from voicebot.monitoring.events import (
     TurnTiming,
     UsageDeltas,
 )
+from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
@@ -108,6 +110,8 @@ class RoomSession:
         unjoined_timeout_s: float | None = None,
         observer: SessionObserver | None = None,
         requested_at: float | None = None,
+        tracing: Tracing | None = None,
+        trace_parent: Context | None = None,
     ) -> None:
         self.agent = agent
         self.info = SessionInfo(
@@ -145,6 +149,8 @@ class RoomSession:
         self._usage = UsageDeltas()
         self._last_user_metrics: llm.MetricsReport | None = None
         self._spoke = False
+        self._tracing = tracing or Tracing.off()
+        self._trace_parent = trace_parent
 
     def stop(self, reason: EndReason = "stopped") -> None:
         """Ask the session to end; `run()` returns once it has left the room."""
@@ -152,6 +158,11 @@ class RoomSession:
 
     async def run(self) -> SessionInfo:
         """Join, converse, leave. Never raises for a failure inside the session: it is recorded."""
+        # One trace per session: livekit-agents' spans (agent_session, turns, model requests) nest in this.
+        with self._tracing.session(self.labels, self._trace_parent):
+            return await self._run()
+
+    async def _run(self) -> SessionInfo:
         room = rtc.Room()
         session: AgentSession[None] | None = None
         # Recorded before joining: whoever sees the agent in the room must also find its session listed.
@@ -165,7 +176,8 @@ class RoomSession:
             timers.append(loop.call_later(self._unjoined_timeout_s, self._nobody_joined))
         voice: AgentVoice | None = None
         try:
-            await room.connect(self._livekit.url, self._token())
+            with self._tracing.join():
+                await room.connect(self._livekit.url, self._token())
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
             self._observer.agent_joined(self.labels, self._since_requested())
             voice = AgentVoice(room)
