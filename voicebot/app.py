@@ -25,6 +25,7 @@ from voicebot.api.app_keys import (
     STARTED_AT,
     STATE,
     SUPERVISOR,
+    TRACING,
     WEBHOOKS,
 )
 from voicebot.api.auth import auth_middleware
@@ -37,6 +38,7 @@ from voicebot.embedded.services import EmbeddedServices
 from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
+from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
@@ -125,13 +127,21 @@ async def _start_services(
         else InMemoryStore(max_transcript_lines=max_lines)
     )
     stack.push_async_callback(store.aclose)
+    process_id = new_process_id()
+    # Closed after the sessions have ended, so their last spans are exported.
+    tracing = Tracing(settings.telemetry, process_id=process_id)
+    tracing.start()
+    stack.push_async_callback(tracing.aclose)
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
         pipelines=pipelines or ProviderPipelineFactory(settings.providers),
         state=store,
-        process_id=new_process_id(),
+        process_id=process_id,
+        tracing=tracing,
     )
+    if tracing.enabled:
+        supervisor.observers.add(tracing)
     cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
     await cluster.start()
     stack.push_async_callback(cluster.stop)
@@ -154,6 +164,7 @@ async def _start_services(
     app[ROOMS] = RoomService(settings, gateway, cluster, store)
     app[STATE] = store
     app[CLUSTER] = cluster
+    app[TRACING] = tracing
     app[SIP] = provisioner
     app[SIP_HEALTH_URL] = sip_server.health_url if sip_server else sip.health_url
     app[WEBHOOKS] = WebhookRouter(settings, app[ROOMS], gateway, store)

@@ -147,6 +147,24 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """OpenTelemetry traces: off unless an OTLP endpoint is set, normally by the standard OTEL_* variables."""
+
+    traces_endpoint: str = ""
+    """The OTLP/HTTP URL spans are posted to (http://127.0.0.1:4318/v1/traces); empty: no traces, no cost."""
+    service_name: str = "voicebot"
+    """The resource's service.name (OTEL_SERVICE_NAME)."""
+    include_personal_data: bool = False
+    """Let transcripts, phone numbers and participant identities into spans; off, livekit-agents' personal
+    attributes (lk.pii.*, gen_ai messages) are stripped before anything is exported."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when traces are exported."""
+        return bool(self.traces_endpoint)
+
+
+@dataclass(frozen=True)
 class ProviderKeys:
     """Cloud provider keys, read only from the environment and never logged."""
 
@@ -286,6 +304,7 @@ class Settings:
     sessions: SessionSettings = field(default_factory=SessionSettings)
     providers: ProviderKeys = field(default_factory=ProviderKeys)
     sip: SipSettings = field(default_factory=SipSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     agents: tuple[AgentDefinition, ...] = ()
     source: str = "<defaults>"
 
@@ -301,6 +320,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "redis": RedisSettings,
     "logging": LoggingSettings,
     "sessions": SessionSettings,
+    "telemetry": TelemetrySettings,
 }
 # Provider keys come from the variables their own SDKs read, never from the file.
 PROVIDER_ENV = {
@@ -315,6 +335,11 @@ DTMF_DIGITS = frozenset("0123456789*#")
 # A destination prefix: "+" and the leading digits of E.164 numbers (at most 15 digits).
 E164_PREFIX_PATTERN = re.compile(r"\+[0-9]{1,15}")
 SIP_TRANSPORTS = ("auto", "udp", "tcp", "tls")
+# The OpenTelemetry SDK's standard variables, as its specification defines them; they win over [telemetry].
+OTEL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 
 def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
@@ -336,6 +361,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
             sorted(unknown)[0], f"unknown section; expected one of {_known(_SECTIONS)}, agents, sip"
         )
     sections = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in _SECTIONS.items()}
+    sections["telemetry"] = _otel_environment(sections["telemetry"], environ)
     settings = Settings(
         **sections,
         providers=ProviderKeys(**{key: environ.get(env, "") for key, env in PROVIDER_ENV.items()}),
@@ -365,6 +391,20 @@ def _section(name: str, cls: type[Any], table: Any, environ: Mapping[str, str]) 
         elif key in table:
             values[key] = _value(full_key, table[key], hints[key])
     return cls(**values)
+
+
+def _otel_environment(telemetry: TelemetrySettings, environ: Mapping[str, str]) -> TelemetrySettings:
+    """The standard OTEL_* variables over [telemetry]: the traces endpoint is used as given, the general
+    endpoint gets the signal's path appended (the OTLP exporter specification's rule for OTLP/HTTP)."""
+    if environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+        return dataclasses.replace(telemetry, traces_endpoint="")
+    endpoint = telemetry.traces_endpoint
+    if environ.get(OTEL_TRACES_ENDPOINT):
+        endpoint = environ[OTEL_TRACES_ENDPOINT].strip()
+    elif environ.get(OTEL_ENDPOINT):
+        endpoint = environ[OTEL_ENDPOINT].strip().rstrip("/") + "/v1/traces"
+    service_name = environ.get(OTEL_SERVICE_NAME, "").strip() or telemetry.service_name
+    return dataclasses.replace(telemetry, traces_endpoint=endpoint, service_name=service_name)
 
 
 def _sip(table: Any, environ: Mapping[str, str]) -> SipSettings:
@@ -526,6 +566,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("agents", "define at least one agent with [[agents]]")
     _validate_sip(settings)
     _validate_exposure(settings)
+    endpoint = settings.telemetry.traces_endpoint
+    if endpoint and not re.fullmatch(r"https?://[^/?#\s]+(/\S*)?", endpoint):
+        raise ConfigError("telemetry.traces_endpoint", f"{endpoint!r} must be an http:// or https:// URL")
 
 
 def _validate_exposure(settings: Settings) -> None:

@@ -139,6 +139,13 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
         ),
         pytest.param(raw(redis={"url": "redis://host:port/0"}), {}, "redis.url", "port", id="redis-port"),
         pytest.param(
+            raw(),
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"},
+            "telemetry.traces_endpoint",
+            "http://",
+            id="otlp-endpoint-scheme",
+        ),
+        pytest.param(
             raw(redis={"url": "unix:///run/redis.sock"}, sip={"enabled": True}),
             {},
             "redis.url",
@@ -260,3 +267,54 @@ def test_toll_fraud_and_runaway_call_defaults() -> None:
     assert (settings.sip.max_outbound_concurrent, settings.sip.outbound_per_hour) == (2, 20)
     assert settings.sip.outbound[0].allowed_prefixes == ()
     assert (settings.sessions.max_duration_s, settings.sessions.unjoined_timeout_s) == (1800, 30)
+
+
+def test_traces_are_off_unless_an_otlp_endpoint_is_set() -> None:
+    telemetry = parse_settings(raw(), {}).telemetry
+
+    assert not telemetry.enabled
+    assert (telemetry.service_name, telemetry.include_personal_data) == ("voicebot", False)
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        pytest.param(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
+            "http://127.0.0.1:4318/v1/traces",
+            id="signal-path-appended",
+        ),
+        pytest.param(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel.example.test/collector/"},
+            "https://otel.example.test/collector/v1/traces",
+            id="appended-to-a-base-path",
+        ),
+        pytest.param(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://general:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/custom",
+            },
+            "http://traces:4318/custom",
+            id="traces-endpoint-as-given",
+        ),
+        pytest.param(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+            "",
+            id="sdk-disabled",
+        ),
+    ],
+)
+def test_the_otlp_traces_url_follows_the_opentelemetry_variables(env: dict[str, str], url: str) -> None:
+    telemetry = parse_settings(raw(), env).telemetry
+
+    assert telemetry.traces_endpoint == url
+    assert telemetry.enabled == bool(url)
+
+
+def test_personal_data_in_traces_is_an_opt_in_of_config_toml_and_the_service_name_an_env_override() -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SERVICE_NAME": "voicebot-eu"}
+
+    telemetry = parse_settings(raw(telemetry={"include_personal_data": True}), env).telemetry
+
+    assert telemetry.include_personal_data
+    assert telemetry.service_name == "voicebot-eu"

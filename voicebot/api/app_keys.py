@@ -9,6 +9,7 @@ from voicebot.config import Settings
 from voicebot.embedded.services import EmbeddedServices
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
+from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster
 from voicebot.sessions.supervisor import SessionSupervisor
@@ -29,5 +30,6 @@ WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
 REDIS = web.AppKey("redis", Redis)
 STATE = web.AppKey("state", StateStore)
 CLUSTER = web.AppKey("cluster", Cluster)
+TRACING = web.AppKey("tracing", Tracing)
 # Present only when voicebot runs LiveKit (and SIP, Redis) itself.
 EMBEDDED = web.AppKey("embedded", EmbeddedServices)

@@ -14,6 +14,7 @@ import structlog
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils
 from livekit.agents.language import LanguageCode
+from livekit.agents.telemetry import trace_types, tracer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from pocketsphinx import Decoder
 
@@ -21,6 +22,8 @@ from voicebot.providers.rules_llm import words
 
 SAMPLE_RATE = 16000  # the rate pocketsphinx's English acoustic model was trained on
 GRAMMAR = "phrases"
+AUDIO_DURATION = "lk.stt.audio_duration"
+"""Seconds of speech one stt_request recognised."""
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +103,13 @@ class SphinxSTT(stt.STT[Never]):
         """The provider name metrics and logs show."""
         return "pocketsphinx"
 
+    @property
+    def _span_attributes(self) -> dict[str, str]:
+        return {
+            trace_types.ATTR_GEN_AI_REQUEST_MODEL: self.model,
+            trace_types.ATTR_GEN_AI_PROVIDER_NAME: self.provider,
+        }
+
     @classmethod
     def _usable(cls, phrases: Sequence[str]) -> tuple[str, ...]:
         if not phrases:
@@ -125,9 +135,15 @@ class SphinxSTT(stt.STT[Never]):
     ) -> stt.SpeechEvent:
         frame = utils.merge_frames(buffer)
         loop = asyncio.get_running_loop()
-        pcm = await loop.run_in_executor(self._recogniser.executor, _to_16k_mono, frame)
-        text, confidence = await loop.run_in_executor(self._recogniser.executor, self._recogniser.decode, pcm)
-        audio_s = len(pcm) / 2 / SAMPLE_RATE
+        # livekit-agents traces its LLM and TTS requests but not STT ones; this span is their STT kin,
+        # through the same tracer (a no-op unless voicebot exports traces). The text stays out of it.
+        with tracer.start_as_current_span("stt_request", attributes=self._span_attributes) as span:
+            pcm = await loop.run_in_executor(self._recogniser.executor, _to_16k_mono, frame)
+            text, confidence = await loop.run_in_executor(
+                self._recogniser.executor, self._recogniser.decode, pcm
+            )
+            audio_s = len(pcm) / 2 / SAMPLE_RATE
+            span.set_attributes({AUDIO_DURATION: audio_s, trace_types.ATTR_TRANSCRIPT_CONFIDENCE: confidence})
         log.debug("stt_recognised", text=text, confidence=round(confidence, 3), audio_s=audio_s)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,

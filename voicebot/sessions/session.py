@@ -24,6 +24,7 @@ from livekit.agents.voice.events import (
     SessionUsageUpdatedEvent,
 )
 from livekit.agents.voice.io import PlaybackStartedEvent
+from opentelemetry.context import Context
 
 from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import Pipeline
@@ -40,6 +41,7 @@ from voicebot.monitoring.events import (
     TurnTiming,
     UsageDeltas,
 )
+from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
@@ -114,6 +116,8 @@ class RoomSession:
         observer: SessionObserver | None = None,
         requested_at: float | None = None,
         greetings: GreetingCache | None = None,
+        tracing: Tracing | None = None,
+        trace_parent: Context | None = None,
     ) -> None:
         self.agent = agent
         self.info = SessionInfo(
@@ -155,6 +159,8 @@ class RoomSession:
         self._usage = UsageDeltas()
         self._last_user_metrics: llm.MetricsReport | None = None
         self._spoke = False
+        self._tracing = tracing or Tracing.off()
+        self._trace_parent = trace_parent
 
     def stop(self, reason: EndReason = "stopped") -> None:
         """Ask the session to end; `run()` returns once it has left the room."""
@@ -162,6 +168,11 @@ class RoomSession:
 
     async def run(self) -> SessionInfo:
         """Join, converse, leave. Never raises for a failure inside the session: it is recorded."""
+        # One trace per session: livekit-agents' spans (agent_session, turns, model requests) nest in this.
+        with self._tracing.session(self.labels, self._trace_parent):
+            return await self._run()
+
+    async def _run(self) -> SessionInfo:
         room = rtc.Room()
         session: AgentSession[None] | None = None
         # Recorded before joining: whoever sees the agent in the room must also find its session listed.
@@ -177,7 +188,10 @@ class RoomSession:
         try:
             # One peer connection for both directions: the one that joining connects also carries the
             # agent's voice, so publishing it needs no second ICE and DTLS handshake (~20 ms sooner here).
-            await room.connect(self._livekit.url, self._token(), rtc.RoomOptions(single_peer_connection=True))
+            with self._tracing.join():
+                await room.connect(
+                    self._livekit.url, self._token(), rtc.RoomOptions(single_peer_connection=True)
+                )
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
             self._observer.agent_joined(self.labels, self._since_requested())
             voice = AgentVoice(room)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from opentelemetry import context as otel_context
 
 from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import PipelineFactory
@@ -17,6 +18,7 @@ from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
 from voicebot.monitoring.events import Observers
+from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.session import RoomSession, SessionInfo
 from voicebot.store.base import EndReason, StateStore
 from voicebot.store.transcripts import TranscriptLine
@@ -48,12 +50,14 @@ class SessionSupervisor:
         state: StateStore,
         process_id: str = "",
         observers: Observers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self.observers = observers or Observers()
+        """Everything that hears how sessions go (metrics, traces, the operator page)."""
         self.greetings = GreetingCache()
         """Each agent's greeting audio, shared by its sessions."""
-        """Everything that hears how sessions go (metrics, traces, the operator page)."""
+        self.tracing = tracing or Tracing.off()
         self._livekit = livekit
         self._pipelines = pipelines
         self.state = state
@@ -168,6 +172,10 @@ class SessionSupervisor:
             observer=self.observers,
             requested_at=requested_at,
             greetings=self.greetings,
+            tracing=self.tracing,
+            # The task below starts in a fresh context, which drops the caller's trace; the session's
+            # span carries it on instead (create-room's span becomes its parent).
+            trace_parent=otel_context.get_current(),
         )
         # A fresh context: the session outlives the request that started it, so it must not log
         # under that request's method and path.
