@@ -15,8 +15,9 @@ const STATE_LABELS = {
   ended: "ended",
 };
 const SVG = "http://www.w3.org/2000/svg";
-// The plots' drawing area inside their 640 x 200 viewBox.
-const PLOT = { width: 640, height: 200, left: 52, right: 12, top: 12, bottom: 28 };
+// The plots are drawn in CSS pixels at the width they are shown, so their text is the page's size; these
+// are their height and the margins around the drawing area, for the axes' labels and the legend.
+const PLOT = { height: 170, left: 64, right: 16, top: 24, bottom: 26 };
 
 const el = {
   status: document.getElementById("status"),
@@ -76,6 +77,10 @@ function formatDuration(seconds) {
 
 function formatTime(unixSeconds) {
   return new Date((unixSeconds - clockOffset) * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 function formatMs(seconds) {
@@ -296,9 +301,12 @@ function niceCeiling(value) {
   return 10 * power;
 }
 
-/** The axes of a plot over `buckets`: its scales, with grid lines and labels drawn into `root`. */
-function axes(root, buckets, top, label) {
-  const { width, height, left, right, bottom } = PLOT;
+/** A plot's frame: `root` sized to its shown width, with grid lines, labels and scales for `buckets`. */
+function frame(root, buckets, top, label) {
+  const width = Math.max(280, Math.round(root.getBoundingClientRect().width) || 640);
+  const { height, left, right, bottom } = PLOT;
+  root.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  root.replaceChildren();
   const innerWidth = width - left - right;
   const innerHeight = height - PLOT.top - bottom;
   const step = innerWidth / buckets.length;
@@ -308,21 +316,36 @@ function axes(root, buckets, top, label) {
     const value = top * fraction;
     root.append(
       svg("line", { class: "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
-      svg("text", { class: "tick", x: left - 6, y: y(value) + 4, "text-anchor": "end" }, label(value)),
+      svg("text", { class: "tick", x: left - 8, y: y(value) + 4, "text-anchor": "end" }, label(value)),
     );
   }
-  // Minutes ago, every quarter of an hour, with "now" at the newest minute.
-  for (const ago of [60, 45, 30, 15, 0]) {
+  // Minutes ago, every quarter of an hour (every half on a narrow screen), "now" at the newest minute.
+  for (const ago of innerWidth < 450 ? [60, 30, 0] : [60, 45, 30, 15, 0]) {
     const index = Math.min(buckets.length - 1, buckets.length - ago);
     root.append(
       svg(
         "text",
-        { class: "tick", x: x(index), y: height - 8, "text-anchor": "middle" },
+        { class: "tick", x: x(index), y: height - 6, "text-anchor": ago === 0 ? "end" : "middle" },
         ago === 0 ? "now" : `−${ago} min`,
       ),
     );
   }
-  return { x, y, step };
+  return { x, y, step, width };
+}
+
+function legend(root, width) {
+  let at = width - PLOT.right;
+  for (const percentile of ["p95", "p50"]) {
+    const label = svg("text", { class: "tick", x: at, y: 12, "text-anchor": "end" }, percentile);
+    root.append(label);
+    at -= 8 + percentile.length * 7;
+    root.append(svg("line", { class: `series ${percentile}`, x1: at - 22, x2: at, y1: 8, y2: 8 }));
+    at -= 34;
+  }
+}
+
+function latencyLabel(seconds) {
+  return seconds >= 1 ? `${Number(seconds.toFixed(2))} s` : `${Math.round(seconds * 1000)} ms`;
 }
 
 function minuteName(bucket) {
@@ -333,19 +356,18 @@ function minuteName(bucket) {
   });
 }
 
-function emptyNote(root, text) {
-  root.append(
-    svg("text", { class: "empty", x: PLOT.width / 2, y: PLOT.height / 2, "text-anchor": "middle" }, text),
-  );
+function emptyNote(root, width, text) {
+  const x = (PLOT.left + width - PLOT.right) / 2;
+  root.append(svg("text", { class: "empty", x, y: PLOT.height / 2, "text-anchor": "middle" }, text));
 }
 
 /** p50 and p95 per minute as lines with a point for each minute that has samples; gaps where none. */
 function drawLatency(figure, buckets, key, hour) {
   const root = figure.querySelector("svg");
-  root.replaceChildren();
   const highest = Math.max(0, ...buckets.map((b) => b[key].p95 ?? 0));
   const top = highest > 0 ? niceCeiling(highest * 1000) / 1000 : 1;
-  const { x, y } = axes(root, buckets, top, (value) => `${Math.round(value * 1000)} ms`);
+  const { x, y, width } = frame(root, buckets, top, latencyLabel);
+  legend(root, width);
   for (const percentile of ["p50", "p95"]) {
     let run = [];
     const runs = [run];
@@ -370,32 +392,33 @@ function drawLatency(figure, buckets, key, hour) {
           class: `point ${percentile}`,
           cx: x(index).toFixed(1),
           cy: y(value).toFixed(1),
-          r: 3.5,
+          r: 4,
           "data-ms": Math.round(value * 1000),
         });
         point.append(
-          svg("title", {}, `${minuteName(bucket)}: ${percentile} ${formatMs(value)} of ${stats.count}`),
+          svg("title", {}, `${minuteName(bucket)}: ${percentile} ${formatMs(value)} (${plural(stats.count, "sample")})`),
         );
         root.append(point);
       }
     });
   }
   if (hour.count === 0) {
-    emptyNote(root, "No samples in the last hour");
+    emptyNote(root, width, "No samples in the last hour");
   }
   figure.querySelector(".summary").textContent =
     hour.count === 0
       ? ""
-      : `· the hour: p50 ${formatMs(hour.p50)}, p95 ${formatMs(hour.p95)}, ${hour.count} sample${hour.count === 1 ? "" : "s"}`;
+      : `· the hour: p50 ${formatMs(hour.p50)}, p95 ${formatMs(hour.p95)} (${plural(hour.count, "sample")})`;
 }
 
 /** The most live sessions in each minute, one bar a minute. */
 function drawLive(figure, buckets, liveNow) {
   const root = figure.querySelector("svg");
-  root.replaceChildren();
   const highest = Math.max(0, ...buckets.map((b) => b.live_sessions));
   const top = Math.max(1, niceCeiling(highest));
-  const { x, y, step } = axes(root, buckets, top, (value) => (Number.isInteger(value) ? String(value) : ""));
+  const { x, y, step, width } = frame(root, buckets, top, (value) =>
+    Number.isInteger(value) ? String(value) : "",
+  );
   buckets.forEach((bucket, index) => {
     if (bucket.live_sessions > 0) {
       const bar = svg("rect", {
@@ -411,12 +434,16 @@ function drawLive(figure, buckets, liveNow) {
     }
   });
   if (highest === 0) {
-    emptyNote(root, "No sessions in the last hour");
+    emptyNote(root, width, "No sessions in the last hour");
   }
   figure.querySelector(".summary").textContent = `· now ${liveNow}, the most in a minute ${highest}`;
 }
 
+/** The last history read, to draw again at a new width. */
+let lastHistory = null;
+
 function renderHistory(history) {
+  lastHistory = history;
   drawLatency(el.firstWord, history.buckets, "first_word", history.hour.first_word);
   drawLatency(el.turn, history.buckets, "turn", history.hour.turn);
   drawLive(el.liveSessions, history.buckets, history.live_sessions);
@@ -458,4 +485,9 @@ async function run() {
 }
 
 setInterval(tickDurations, 1000);
+window.addEventListener("resize", () => {
+  if (lastHistory !== null) {
+    renderHistory(lastHistory);
+  }
+});
 run();
