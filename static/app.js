@@ -1,6 +1,8 @@
 // The voicebot test page: pick an agent, talk to it through LiveKit, read the transcript.
 // Plain JavaScript on the vendored livekit-client UMD build (window.LivekitClient); no build step.
 
+import { fetchWithKey } from "./api-key.js";
+
 const LK = window.LivekitClient;
 
 const TRANSCRIPTION_TOPIC = "lk.transcription";
@@ -38,43 +40,7 @@ const el = {
   greetingLatency: document.getElementById("greeting-latency"),
   mediaStats: document.getElementById("media-stats"),
   transcript: document.getElementById("transcript"),
-  keyForm: document.getElementById("key-form"),
-  apiKey: document.getElementById("api-key"),
 };
-
-// A server with API keys answers 401 until the page sends one; it is kept for this tab only.
-const KEY_STORAGE = "voicebot.apiKey";
-/** The question for a key on screen, shared by every request that needs its answer. */
-let keyAsked = null;
-
-function askForKey(message) {
-  if (keyAsked === null) {
-    keyAsked = new Promise((resolve) => {
-      showStatus("warning", message);
-      el.keyForm.hidden = false;
-      el.apiKey.value = "";
-      el.apiKey.focus();
-      el.keyForm.addEventListener(
-        "submit",
-        (event) => {
-          event.preventDefault();
-          sessionStorage.setItem(KEY_STORAGE, el.apiKey.value.trim());
-          el.apiKey.value = "";
-          el.keyForm.hidden = true;
-          keyAsked = null;
-          resolve();
-        },
-        { once: true },
-      );
-    });
-  }
-  return keyAsked;
-}
-
-function authHeaders() {
-  const key = sessionStorage.getItem(KEY_STORAGE);
-  return key ? { Authorization: `Bearer ${key}` } : {};
-}
 
 /** The call in progress, or null between calls. */
 let call = null;
@@ -102,26 +68,18 @@ class PageError extends Error {}
 
 async function apiRequest(method, path, body) {
   let response;
-  for (;;) {
-    try {
-      response = await fetch(path, {
+  try {
+    response = await fetchWithKey(
+      path,
+      {
         method,
-        headers: { ...authHeaders(), ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+        headers: body === undefined ? {} : { "Content-Type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch {
-      throw new PageError("The voicebot server cannot be reached. Is it running?");
-    }
-    if (response.status !== 401) {
-      break;
-    }
-    const rejected = sessionStorage.getItem(KEY_STORAGE) !== null;
-    sessionStorage.removeItem(KEY_STORAGE);
-    await askForKey(
-      rejected
-        ? "That API key was not accepted. Enter another one."
-        : "This server needs an API key: enter it below.",
+      },
+      showStatus,
     );
+  } catch {
+    throw new PageError("The voicebot server cannot be reached. Is it running?");
   }
   let payload = null;
   try {

@@ -11,10 +11,11 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
-from voicebot.api import agents, calls, health, openapi, page, rooms, sessions, webhooks
+from voicebot.api import agents, calls, health, openapi, ops, page, rooms, sessions, webhooks
 from voicebot.api.app_keys import (
     CLUSTER,
     EMBEDDED,
+    HISTORY,
     LIVEKIT,
     LOOP_MONITOR,
     REDIS,
@@ -38,6 +39,7 @@ from voicebot.embedded.services import EmbeddedServices
 from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
+from voicebot.monitoring.history import SessionHistory
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster, new_process_id
@@ -84,6 +86,7 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     agents.add_routes(app)
     health.add_routes(app)
     sessions.add_routes(app)
+    ops.add_routes(app)
     page.add_routes(app)
     openapi.add_routes(app)
     return app
@@ -142,6 +145,9 @@ async def _start_services(
     )
     if tracing.enabled:
         supervisor.observers.add(tracing)
+    # Before the cluster starts, so the operator page also hears of sessions it adopts at start.
+    history = SessionHistory()
+    supervisor.observers.add(history)
     cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
     await cluster.start()
     stack.push_async_callback(cluster.stop)
@@ -160,6 +166,7 @@ async def _start_services(
         app[EMBEDDED] = embedded
     app[LIVEKIT] = gateway
     app[SUPERVISOR] = supervisor
+    app[HISTORY] = history
     app[LOOP_MONITOR] = monitor
     app[ROOMS] = RoomService(settings, gateway, cluster, store)
     app[STATE] = store

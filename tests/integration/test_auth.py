@@ -18,6 +18,7 @@ from tests.integration.test_webhooks import caller_joined, signature
 from tests.servers import free_livekit_ports
 from tests.voicebot_process import cli_env, serve_env, start_voicebot
 from voicebot.api.auth import API_KEY_ID, key_id
+from voicebot.api.paths import OPS_HISTORY_PATH
 from voicebot.app import create_app
 from voicebot.config import Settings
 
@@ -36,6 +37,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, str] | None]] = [
     ("DELETE", "/api/sessions/no-such-room", None),
     ("GET", "/api/sessions/no-such-room/transcript", None),
     ("GET", "/api/agents", None),
+    ("GET", OPS_HISTORY_PATH, None),
     ("POST", "/api/calls", {"agent_id": "faq", "to": "+15550100"}),
     ("GET", "/api/no-such-endpoint", None),
 ]
@@ -179,12 +181,11 @@ async def test_readiness_without_a_key_hides_why_livekit_is_unreachable(
     assert (health.status, await health.json()) == (503, {"status": "unavailable"})
 
 
-async def test_the_page_stays_open_with_keys(keyed: Client) -> None:
-    page = await keyed.get("/")
-    script = await keyed.get("/static/app.js")
-
-    assert page.status == 200
-    assert script.status == 200
+async def test_the_pages_stay_open_with_keys(keyed: Client) -> None:
+    for path in ("/", "/static/app.js", "/ops", "/static/ops.js", "/static/api-key.js"):
+        response = await keyed.get(path)
+        assert response.status == 200, path
+        await response.read()
 
 
 async def test_public_create_room_opens_create_room_and_agents_only(public: Client) -> None:

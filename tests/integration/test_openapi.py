@@ -13,7 +13,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from voicebot.api.openapi import DOCUMENT
-from voicebot.api.paths import OPENAPI_PATH
+from voicebot.api.paths import OPENAPI_PATH, OPS_HISTORY_PATH
 from voicebot.app import create_app
 from voicebot.config import Settings
 
@@ -74,6 +74,7 @@ def test_open_endpoints_say_so_and_the_rest_need_the_bearer_key() -> None:
     }
     assert open_paths == {
         "/",
+        "/ops",
         "/static/{path}",
         "/healthz",
         "/readyz",
@@ -121,6 +122,7 @@ async def test_the_document_is_served_without_a_key(client: Client) -> None:
     [
         ("get", "/api/agents", None),
         ("get", "/api/sessions", None),
+        ("get", OPS_HISTORY_PATH, None),
         ("get", "/healthz", None),
         ("get", "/readyz", None),
         ("get", "/api/livekit/health", None),

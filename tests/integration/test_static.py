@@ -1,4 +1,4 @@
-"""The test page is served at / with its files, a Content-Security-Policy and caching that suit each."""
+"""The pages (/ and /ops) are served with their files, a Content-Security-Policy and caching to suit."""
 
 from __future__ import annotations
 
@@ -33,9 +33,26 @@ async def test_root_serves_the_page_with_a_policy_naming_only_this_origin_and_li
     assert '<select id="agent"' in await response.text()
 
 
-async def test_every_script_the_page_names_is_served_from_this_server(client: TestClient[Any, Any]) -> None:
-    html = await (await client.get("/")).text()
-    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+async def test_the_operator_page_has_the_same_policy_as_the_test_page(client: Client) -> None:
+    test_page = await client.get("/")
+    ops = await client.get("/ops")
+
+    assert ops.status == 200
+    assert ops.content_type == "text/html"
+    assert ops.headers["Cache-Control"] == "no-cache"
+    assert ops.headers["Content-Security-Policy"] == test_page.headers["Content-Security-Policy"]
+    assert 'id="live-sessions"' in await ops.text()
+    await test_page.read()
+
+
+@pytest.mark.parametrize("page", ["/", "/ops"])
+async def test_every_script_the_page_names_is_served_from_this_server(client: Client, page: str) -> None:
+    html = await (await client.get(page)).text()
+    # A module's imports are files of the page too: `import ... from "./api-key.js"`.
+    sources = re.findall(r'<(?:script|link)[^>]* (?:src|href)="([^"]+)"', html)
+    for script in [s for s in sources if s.endswith(".js") and "/vendor/" not in s]:
+        code = await (await client.get(script)).text()
+        sources += [f"/static/{name}" for name in re.findall(r'from "\./([^"]+)"', code)]
 
     assert sources, "the page names no scripts or styles"
     for source in sources:

@@ -9,6 +9,7 @@ from voicebot.config import Settings
 from voicebot.embedded.services import EmbeddedServices
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
+from voicebot.monitoring.history import SessionHistory
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster
@@ -22,6 +23,8 @@ LIVEKIT = web.AppKey("livekit", LiveKitGateway)
 ROOMS = web.AppKey("rooms", RoomService)
 STARTED_AT = web.AppKey("started_at", float)
 SUPERVISOR = web.AppKey("supervisor", SessionSupervisor)
+# The last hour of this process's sessions, for the operator page.
+HISTORY = web.AppKey("history", SessionHistory)
 LOOP_MONITOR = web.AppKey("loop_monitor", LoopMonitor)
 SIP = web.AppKey("sip", SipProvisioner)
 SIP_HEALTH_URL = web.AppKey("sip_health_url", str)

@@ -11,8 +11,16 @@ from aiohttp import web
 from voicebot import __version__
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
-from voicebot.api.paths import OPENAPI_PATH
+from voicebot.api.paths import OPENAPI_PATH, OPS_HISTORY_PATH
 from voicebot.config import IDENTIFIER_PATTERN
+from voicebot.monitoring.history import (
+    BUCKETS,
+    EndedSession,
+    HistorySnapshot,
+    HourStats,
+    LatencyStats,
+    MinuteBucket,
+)
 from voicebot.store.base import EndReason, SessionRecord, SessionState
 
 Schema = dict[str, Any]
@@ -112,6 +120,88 @@ SESSION_RECORD: Schema = {
         "end_reason": {"enum": [*get_args(EndReason), None]},
         "error": {"type": ["string", "null"]},
     },
+}
+
+
+def _record(record: type, properties: dict[str, Schema]) -> Schema:
+    """An answer's record: exactly the keys of the TypedDict the handler returns, no more."""
+    keys = list(record.__annotations__)
+    if list(properties) != keys:
+        # At import, so a field added to the record without its documentation stops every test run.
+        raise TypeError(f"{record.__name__}: documented {list(properties)}, returned {keys}")
+    return {"type": "object", "required": keys, "properties": properties, "additionalProperties": False}
+
+
+SECONDS_OR_NONE: Schema = {
+    "type": ["number", "null"],
+    "minimum": 0,
+    "description": "Seconds; null without samples.",
+}
+
+OPS_SCHEMAS: dict[str, Schema] = {
+    "LatencyStats": _record(
+        LatencyStats,
+        {
+            "count": {"type": "integer", "minimum": 0},
+            "p50": SECONDS_OR_NONE,
+            "p95": SECONDS_OR_NONE,
+        },
+    ),
+    "MinuteBucket": _record(
+        MinuteBucket,
+        {
+            "start": {"type": "number", "description": "Unix time of the minute's first second."},
+            "first_word": {
+                **_schema("LatencyStats"),
+                "description": "From asking for a session to its greeting's first audio frame.",
+            },
+            "turn": {
+                **_schema("LatencyStats"),
+                "description": "From the end of the caller's speech to the reply's first audio.",
+            },
+            "live_sessions": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The most sessions live at once in this process during the minute.",
+            },
+        },
+    ),
+    "EndedSession": _record(
+        EndedSession,
+        {
+            "session_id": {"type": "string"},
+            "room_name": {"type": "string"},
+            "agent_id": {"type": "string"},
+            "phone_call": {"type": "boolean"},
+            "end_reason": {"enum": list(get_args(EndReason))},
+            "ended_at": {"type": "number", "description": "Unix time."},
+            "duration_s": {"type": "number", "minimum": 0},
+            "error": {"type": ["string", "null"], "description": "What failed, for end reason `failed`."},
+        },
+    ),
+    "OpsHistory": _record(
+        HistorySnapshot,
+        {
+            "now": {"type": "number", "description": "This process's clock, Unix time."},
+            "bucket_s": {"type": "integer", "description": "Each bucket's length in seconds."},
+            "buckets": {
+                "type": "array",
+                "items": _schema("MinuteBucket"),
+                "minItems": BUCKETS,
+                "maxItems": BUCKETS,
+                "description": "The last hour, oldest first; the last is the minute under way.",
+            },
+            "hour": _record(
+                HourStats, {"first_word": _schema("LatencyStats"), "turn": _schema("LatencyStats")}
+            ),
+            "live_sessions": {"type": "integer", "minimum": 0, "description": "Live in this process now."},
+            "ended": {
+                "type": "array",
+                "items": _schema("EndedSession"),
+                "description": "The last sessions this process ended, newest first.",
+            },
+        },
+    ),
 }
 
 HEALTH_REPORT: Schema = {
@@ -251,6 +341,7 @@ SCHEMAS: dict[str, Schema] = {
     },
     "HealthReport": HEALTH_REPORT,
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    **OPS_SCHEMAS,
 }
 
 # Errors several operations share; an operation lists the ones it can answer with.
@@ -425,6 +516,13 @@ PATHS: dict[str, dict[str, Schema]] = {
             parameters=[ROOM_NAME_PARAMETER],
         )
     },
+    OPS_HISTORY_PATH: {
+        "get": _operation(
+            "getOpsHistory",
+            "This process's last hour of sessions, for the operator page",
+            {"200": _json(_schema("OpsHistory"), "Per-minute latencies and live counts; ended sessions.")},
+        )
+    },
     "/api/agents": {
         "get": _operation(
             "listAgents",
@@ -523,10 +621,21 @@ PATHS: dict[str, dict[str, Schema]] = {
             security=PUBLIC,
         )
     },
+    "/ops": {
+        "get": _operation(
+            "getOpsPage",
+            "The operator page: live and recent sessions, the last hour's latencies (its data needs a key)",
+            {
+                "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": NOT_MODIFIED,
+            },
+            security=PUBLIC,
+        )
+    },
     "/static/{path}": {
         "get": _operation(
             "getStaticFile",
-            "A file of the test page",
+            "A file of the test page or the operator page",
             {
                 "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
                 "304": NOT_MODIFIED,

@@ -1,4 +1,4 @@
-"""The browser test page: static files with a Content-Security-Policy and caching that suit them."""
+"""The browser pages (test page, operator page): static files with a Content-Security-Policy and caching."""
 
 from __future__ import annotations
 
@@ -46,8 +46,17 @@ def _livekit_origins(livekit_url: str) -> str:
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    """The page itself, with the policy for this server's LiveKit URL."""
-    response = web.FileResponse(STATIC_DIR / "index.html")
+    """The test page, with the policy for this server's LiveKit URL."""
+    return _page(request, "index.html")
+
+
+async def ops(request: web.Request) -> web.FileResponse:
+    """The operator page: live and recent sessions and the last hour's latencies, under the same policy."""
+    return _page(request, "ops.html")
+
+
+def _page(request: web.Request, name: str) -> web.FileResponse:
+    response = web.FileResponse(STATIC_DIR / name)
     response.headers["Content-Security-Policy"] = content_security_policy(request.app[LIVEKIT].public_url)
     response.headers["Cache-Control"] = REVALIDATE
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -72,4 +81,5 @@ async def static_file(request: web.Request) -> web.FileResponse:
 def add_routes(app: web.Application) -> None:
     """Register the page and its files."""
     app.router.add_get("/", index)
+    app.router.add_get("/ops", ops)
     app.router.add_get("/static/{path:.+}", static_file)
