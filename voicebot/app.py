@@ -39,6 +39,7 @@ from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.monitoring.metrics import Metrics, http_metrics_middleware
+from voicebot.monitoring.summary import SessionSummaries
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
@@ -141,6 +142,7 @@ async def _start_services(
     )
     app_metrics = app[METRICS]
     supervisor.observers.add(app_metrics)
+    supervisor.observers.add(SessionSummaries())
     cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
     await cluster.start()
     stack.push_async_callback(cluster.stop)
