@@ -288,6 +288,7 @@ async def test_keys_prints_an_env_file_whose_keys_work() -> None:
         "LIVEKIT_API_KEY",
         "LIVEKIT_API_SECRET",
         "REDIS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
     ]
     assert len(lines["LIVEKIT_API_SECRET"]) >= 32
     # compose.yaml writes it into a redis:// URL.
