@@ -41,12 +41,13 @@ LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 UNMATCHED_ROUTE = "unmatched"
 """The route label of a request no route took (404, 405): never the raw path, which a client chooses."""
-# Any other method (aiohttp takes any token) is counted as "other", for the same reason.
+# Any other method aiohttp parses (WebDAV's PROPFIND, ...) is counted as "other", for the same reason.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 CallDirection = Literal["inbound", "outbound"]
 CallOutcome = Literal["answered", "busy", "no_answer", "failed"]
-# An inbound call is a phone caller LiveKit told us about (webhook.py); these outcomes come only from one.
+# An inbound call is a phone caller LiveKit's webhook announced; only such an event ends in these outcomes
+# (sip/events.py, WebhookRouter._phone_caller_joined).
 INBOUND_CALL_OUTCOMES: dict[WebhookOutcome, CallOutcome] = {
     "agent_started": "answered",
     # At capacity the caller is hung up at once: the line is busy.
