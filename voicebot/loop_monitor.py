@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -28,8 +29,12 @@ class LoopLag:
 class LoopMonitor:
     """Wakes every `interval_s`, records how late it woke, and warns when the loop was blocked."""
 
-    def __init__(self, interval_s: float = 0.25, window: int = 240) -> None:
+    def __init__(
+        self, interval_s: float = 0.25, window: int = 240, on_lag: Callable[[float], None] | None = None
+    ) -> None:
         self._interval_s = interval_s
+        # Hears every measurement, in seconds: the metrics' lag histogram.
+        self._on_lag = on_lag
         self._lags_ms: deque[float] = deque(maxlen=window)
         self._blocked = 0
         self._task: asyncio.Task[None] | None = None
@@ -62,6 +67,8 @@ class LoopMonitor:
             await asyncio.sleep(self._interval_s)
             lag_s = max(0.0, time.perf_counter() - expected)
             self._lags_ms.append(lag_s * 1000)
+            if self._on_lag is not None:
+                self._on_lag(lag_s)
             if lag_s >= SLOW_CALLBACK_S:
                 self._blocked += 1
                 log.warning("event_loop_blocked", lag_ms=round(lag_s * 1000, 1))

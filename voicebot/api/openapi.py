@@ -11,7 +11,7 @@ from aiohttp import web
 from voicebot import __version__
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
-from voicebot.api.paths import OPENAPI_PATH, OPS_HISTORY_PATH
+from voicebot.api.paths import METRICS_PATH, OPENAPI_PATH, OPS_HISTORY_PATH
 from voicebot.config import IDENTIFIER_PATTERN
 from voicebot.monitoring.history import (
     BUCKETS,
@@ -601,6 +601,25 @@ PATHS: dict[str, dict[str, Schema]] = {
             },
             security=PUBLIC,
         )
+    },
+    METRICS_PATH: {
+        "get": _operation(
+            "getMetrics",
+            "Prometheus metrics of this process",
+            {
+                "200": {
+                    "description": "Prometheus text format, or OpenMetrics when the Accept header asks.",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
+                }
+            },
+        )
+        | {
+            "description": "Needs the API key when keys are configured. `[metrics] port` serves the same on"
+            " 127.0.0.1 without a key."
+        }
     },
     OPENAPI_PATH: {
         "get": _operation(
