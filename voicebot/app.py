@@ -64,12 +64,13 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     # The body limit sits in front of every handler; errors.py turns a breach into a JSON 413.
     # The guards run in this order: Host, Origin, API key, then the body's media type.
     app_metrics = Metrics([agent.id for agent in settings.agents])
+    # Outside the error middleware: it counts the status the client got, errors included.
+    counting = [http_metrics_middleware(app_metrics)] if settings.metrics.enabled else []
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
             request_log_middleware,
-            # Outside the error middleware: it counts the status the client got, errors included.
-            http_metrics_middleware(app_metrics),
+            *counting,
             error_middleware,
             host_guard(settings.server),
             origin_guard(settings.server),
@@ -96,7 +97,8 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     ops.add_routes(app)
     page.add_routes(app)
     openapi.add_routes(app)
-    metrics.add_routes(app)
+    if settings.metrics.enabled:
+        metrics.add_routes(app)
     return app
 
 
@@ -157,15 +159,17 @@ async def _start_services(
     history = SessionHistory()
     supervisor.observers.add(history)
     app_metrics = app[METRICS]
-    supervisor.observers.add(app_metrics)
+    if settings.metrics.enabled:
+        supervisor.observers.add(app_metrics)
     supervisor.observers.add(SessionSummaries())
     cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
     await cluster.start()
     stack.push_async_callback(cluster.stop)
-    monitor = LoopMonitor(on_lag=app_metrics.loop_lagged)
+    monitor = LoopMonitor(on_lag=app_metrics.loop_lagged if settings.metrics.enabled else None)
     monitor.start()
     stack.push_async_callback(monitor.stop)
-    app_metrics.watch(supervisor, store, monitor)
+    if settings.metrics.enabled:
+        app_metrics.watch(supervisor, store, monitor)
     # Sessions leave before anything they use stops.
     stack.push_async_callback(supervisor.shutdown)
     provisioner = SipProvisioner(gateway, lk.api_secret)
@@ -187,7 +191,7 @@ async def _start_services(
     app[SIP] = provisioner
     app[SIP_HEALTH_URL] = sip_server.health_url if sip_server else sip.health_url
     app[WEBHOOKS] = WebhookRouter(settings, app[ROOMS], gateway, store)
-    if settings.metrics.port:
+    if settings.metrics.enabled and settings.metrics.port:
         runner = await metrics.serve_on_loopback(settings, app_metrics)
         stack.push_async_callback(runner.cleanup)
     log.info(

@@ -168,6 +168,8 @@ class TelemetrySettings:
 class MetricsSettings:
     """Prometheus metrics: GET /metrics on the API port (behind the API key), and on a loopback port."""
 
+    enabled: bool = True
+    """False serves no /metrics and records nothing: no HTTP middleware, no session observer."""
     port: int = 0
     """A port on 127.0.0.1 serving /metrics without a key, for a Prometheus on this host; 0 serves none."""
 
@@ -534,7 +536,7 @@ def _validate(settings: Settings) -> None:
     for key in ("port", "tcp_port", "udp_port"):
         _check_port(f"livekit.{key}", getattr(settings.livekit, key))
     _check_port("server.port", settings.server.port)
-    if settings.metrics.port:
+    if settings.metrics.enabled and settings.metrics.port:
         _check_port("metrics.port", settings.metrics.port)
         if settings.metrics.port == settings.server.port:
             raise ConfigError("metrics.port", "must differ from server.port (0 serves no metrics port)")

@@ -11,6 +11,7 @@ import aiohttp
 import psutil
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pytest_aiohttp import AiohttpClient
@@ -20,7 +21,7 @@ from tests.conftest import changed
 from tests.integration.test_conversation import QUESTION
 from tests.servers import free_port
 from tests.voice_client import VoiceClient, espeak
-from voicebot.api.app_keys import SUPERVISOR
+from voicebot.api.app_keys import METRICS, SUPERVISOR
 from voicebot.api.openapi import DOCUMENT
 from voicebot.api.paths import METRICS_PATH
 from voicebot.app import create_app
@@ -180,3 +181,19 @@ async def test_the_metrics_port_serves_them_on_loopback_without_a_key(
     ]
     assert listening
     assert {address.ip for address in listening} == {"127.0.0.1"}
+
+
+async def test_with_metrics_off_nothing_is_served_or_recorded(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(changed(settings, "metrics", enabled=False, port=free_port())))
+    response = await client.get(METRICS_PATH)
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+    document = await (await client.get("/api/openapi.json")).json()
+    assert METRICS_PATH not in document["paths"]
+    assert set(document["paths"]) == set(DOCUMENT["paths"]) - {METRICS_PATH}
+    # No session observer and no request counting: the registry stays empty of both.
+    assert (await client.get("/api/agents")).status == 200
+    scraped = samples(generate_latest(client.app[METRICS].registry).decode())
+    assert not [s for s in scraped if s.name == "voicebot_http_requests_total"]

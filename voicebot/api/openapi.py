@@ -9,6 +9,7 @@ from typing import Any, get_args
 from aiohttp import web
 
 from voicebot import __version__
+from voicebot.api.app_keys import SETTINGS
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
 from voicebot.api.paths import METRICS_PATH, OPENAPI_PATH, OPS_HISTORY_PATH
@@ -707,9 +708,12 @@ def openapi_document() -> Schema:
     return DOCUMENT
 
 
-async def openapi_json(_request: web.Request) -> web.Response:
-    """Serve the OpenAPI document."""
-    return web.json_response(DOCUMENT)
+async def openapi_json(request: web.Request) -> web.Response:
+    """Serve the OpenAPI document (without /metrics when metrics are off)."""
+    if request.app[SETTINGS].metrics.enabled:
+        return web.json_response(DOCUMENT)
+    paths = {path: item for path, item in DOCUMENT["paths"].items() if path != METRICS_PATH}
+    return web.json_response({**DOCUMENT, "paths": paths})
 
 
 def add_routes(app: web.Application) -> None:
