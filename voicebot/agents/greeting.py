@@ -7,14 +7,21 @@ The first call hears the greeting as it is synthesised, and what it hears is kep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import structlog
 from livekit import rtc
 from livekit.agents import tts
+from livekit.agents.utils.audio import AudioByteStream
 
 log = structlog.get_logger(__name__)
+
+# The greeting is handed on in frames this long, with the loop free between them. Given seconds of audio at
+# once (it waits, whole, for someone to subscribe), livekit-agents' transcript synchroniser estimated the
+# speaking rate of all of it in one go on the loop: the first frame left ~25 ms late, the rest later still.
+FRAME_S = 0.02
 
 
 class GreetingCache:
@@ -38,15 +45,41 @@ class GreetingCache:
     async def _synthesise(self, key: tuple[str, str], voice: tts.TTS[Any]) -> AsyncIterator[rtc.AudioFrame]:
         heard: list[rtc.AudioFrame] = []
         async with voice.synthesize(key[1]) as stream:
+            chunks = _Chunker()
             async for event in stream:
-                heard.append(event.frame)
-                yield event.frame
+                for frame in chunks.push(event.frame):
+                    heard.append(frame)
+                    yield frame
+                    await asyncio.sleep(0)
+            for frame in chunks.flush():
+                heard.append(frame)
+                yield frame
         # Reached only when the whole greeting was synthesised: an interrupted one is not kept.
         if heard and key not in self._audio:
             self._audio[key] = tuple(heard)
             log.info("greeting_cached", agent=key[0], audio_s=round(sum(f.duration for f in heard), 3))
 
 
+class _Chunker:
+    """Re-cuts a voice's frames (espeak-ng writes ~190 ms at a time) into FRAME_S frames."""
+
+    def __init__(self) -> None:
+        self._stream: AudioByteStream | None = None
+
+    def push(self, frame: rtc.AudioFrame) -> Iterable[rtc.AudioFrame]:
+        if self._stream is None:
+            self._stream = AudioByteStream(
+                frame.sample_rate,
+                frame.num_channels,
+                samples_per_channel=max(1, int(frame.sample_rate * FRAME_S)),
+            )
+        return self._stream.push(frame.data)
+
+    def flush(self) -> Iterable[rtc.AudioFrame]:
+        return self._stream.flush() if self._stream is not None else ()
+
+
 async def _replay(frames: tuple[rtc.AudioFrame, ...]) -> AsyncIterator[rtc.AudioFrame]:
     for frame in frames:
         yield frame
+        await asyncio.sleep(0)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from livekit import rtc
 
 from tests.fakes import ToneTTS
-from voicebot.agents.greeting import GreetingCache
+from voicebot.agents.greeting import FRAME_S, GreetingCache
 
 GREETING = "Hello, how can I help?"
 
@@ -41,4 +42,29 @@ async def test_a_greeting_cut_off_before_its_end_is_not_kept() -> None:
     assert not cache.cached("a", GREETING)
     assert await seconds(cache.audio("a", GREETING, voice)) == pytest.approx(0.6, abs=0.011)
     assert voice.spoken == [GREETING, GREETING]
+    await voice.aclose()
+
+
+async def test_the_greeting_goes_out_in_short_frames_with_the_loop_free_between_them() -> None:
+    """Regression (issue 12): the greeting waits whole for a subscriber, then reached livekit-agents as
+    seconds of audio at once, and its transcript synchroniser estimated the speaking rate of all of it on the
+    loop in one go: the first frame left ~25 ms late. Each frame must be short, the loop free between them."""
+    voice = ToneTTS(audio_s=1.0)
+    cache = GreetingCache()
+    for attempt in ("synthesised", "replayed"):
+        ticks = 0
+
+        def tick() -> None:
+            nonlocal ticks
+            ticks += 1
+
+        seen: list[tuple[float, int]] = []
+        async for frame in cache.audio("a", GREETING, voice):
+            seen.append((frame.duration, ticks))
+            asyncio.get_running_loop().call_soon(tick)
+        assert max(duration for duration, _ in seen) <= FRAME_S + 1e-9, attempt
+        assert sum(duration for duration, _ in seen) == pytest.approx(1.0, abs=0.011), attempt
+        # A callback scheduled with one frame has run before the next frame is handed on.
+        assert [t for _, t in seen[1:]] == list(range(1, len(seen))), attempt
+    assert voice.spoken == [GREETING]
     await voice.aclose()
