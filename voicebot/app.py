@@ -42,6 +42,7 @@ from voicebot.loop_monitor import LoopMonitor
 from voicebot.monitoring.history import SessionHistory
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
+from voicebot.sessions.admission import Admission
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip.events import WebhookRouter
@@ -148,12 +149,16 @@ async def _start_services(
     # Before the cluster starts, so the operator page also hears of sessions it adopts at start.
     history = SessionHistory()
     supervisor.observers.add(history)
-    cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
-    await cluster.start()
-    stack.push_async_callback(cluster.stop)
+    # Before the cluster, whose heartbeats advertise no capacity while the loop is overloaded.
     monitor = LoopMonitor()
     monitor.start()
     stack.push_async_callback(monitor.stop)
+    admission = Admission(settings.sessions, monitor.recent)
+    cluster = Cluster(
+        settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore), admission=admission
+    )
+    await cluster.start()
+    stack.push_async_callback(cluster.stop)
     # Sessions leave before anything they use stops.
     stack.push_async_callback(supervisor.shutdown)
     provisioner = SipProvisioner(gateway, lk.api_secret)
