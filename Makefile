@@ -55,6 +55,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip
 	$(PY) -m bench.first_word
 	$(PY) -m bench.phone_first_word
 	$(PY) -m bench.browser_latency
+	$(PY) -m bench.monitoring_cost
 
 check: lint typecheck
 

@@ -114,7 +114,7 @@ def _with_listen_address(settings: Settings, host: str | None, port: int | None)
 
 
 def fresh_keys() -> str:
-    """VOICEBOT_AUTH_API_KEYS, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and REDIS_PASSWORD lines, all new."""
+    """Env-file lines, all new: the API key, the LiveKit key pair, and the Redis and Grafana passwords."""
     # URL-safe base64 carries no comma (the API key list's separator), quote or space.
     return "\n".join(
         [
@@ -123,6 +123,8 @@ def fresh_keys() -> str:
             f"LIVEKIT_API_SECRET={secrets.token_urlsafe(36)}",
             # compose.yaml puts it into a redis:// URL, which URL-safe characters never break.
             f"REDIS_PASSWORD={secrets.token_urlsafe(32)}",
+            # compose.yaml's monitoring profile; compose reads every variable before it looks at profiles.
+            f"GRAFANA_ADMIN_PASSWORD={secrets.token_urlsafe(24)}",
         ]
     )
 

@@ -11,13 +11,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
-from voicebot.api import agents, calls, health, openapi, ops, page, rooms, sessions, webhooks
+from voicebot.api import agents, calls, health, metrics, openapi, ops, page, rooms, sessions, webhooks
 from voicebot.api.app_keys import (
     CLUSTER,
     EMBEDDED,
     HISTORY,
     LIVEKIT,
     LOOP_MONITOR,
+    METRICS,
     REDIS,
     ROOMS,
     SETTINGS,
@@ -40,6 +41,8 @@ from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.monitoring.history import SessionHistory
+from voicebot.monitoring.metrics import Metrics, http_metrics_middleware
+from voicebot.monitoring.summary import SessionSummaries
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.admission import Admission
@@ -61,10 +64,14 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     """
     # The body limit sits in front of every handler; errors.py turns a breach into a JSON 413.
     # The guards run in this order: Host, Origin, API key, then the body's media type.
+    app_metrics = Metrics([agent.id for agent in settings.agents])
+    # Outside the error middleware: it counts the status the client got, errors included.
+    counting = [http_metrics_middleware(app_metrics)] if settings.metrics.enabled else []
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
             request_log_middleware,
+            *counting,
             error_middleware,
             host_guard(settings.server),
             origin_guard(settings.server),
@@ -74,6 +81,7 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     )
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
+    app[METRICS] = app_metrics
 
     async def livekit_context(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -90,6 +98,8 @@ def create_app(settings: Settings, *, pipelines: PipelineFactory | None = None) 
     ops.add_routes(app)
     page.add_routes(app)
     openapi.add_routes(app)
+    if settings.metrics.enabled:
+        metrics.add_routes(app)
     return app
 
 
@@ -149,10 +159,16 @@ async def _start_services(
     # Before the cluster starts, so the operator page also hears of sessions it adopts at start.
     history = SessionHistory()
     supervisor.observers.add(history)
+    app_metrics = app[METRICS]
+    if settings.metrics.enabled:
+        supervisor.observers.add(app_metrics)
+    supervisor.observers.add(SessionSummaries())
     # Before the cluster, whose heartbeats advertise no capacity while the loop is overloaded.
-    monitor = LoopMonitor()
+    monitor = LoopMonitor(on_lag=app_metrics.loop_lagged if settings.metrics.enabled else None)
     monitor.start()
     stack.push_async_callback(monitor.stop)
+    if settings.metrics.enabled:
+        app_metrics.watch(supervisor, store, monitor)
     admission = Admission(settings.sessions, monitor.recent)
     cluster = Cluster(
         settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore), admission=admission
@@ -180,6 +196,9 @@ async def _start_services(
     app[SIP] = provisioner
     app[SIP_HEALTH_URL] = sip_server.health_url if sip_server else sip.health_url
     app[WEBHOOKS] = WebhookRouter(settings, app[ROOMS], gateway, store)
+    if settings.metrics.enabled and settings.metrics.port:
+        runner = await metrics.serve_on_loopback(settings, app_metrics)
+        stack.push_async_callback(runner.cleanup)
     log.info(
         "app_started",
         livekit_url=url,

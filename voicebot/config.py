@@ -183,6 +183,16 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics: GET /metrics on the API port (behind the API key), and on a loopback port."""
+
+    enabled: bool = True
+    """False serves no /metrics and records nothing: no HTTP middleware, no session observer."""
+    port: int = 0
+    """A port on 127.0.0.1 serving /metrics without a key, for a Prometheus on this host; 0 serves none."""
+
+
+@dataclass(frozen=True)
 class ProviderKeys:
     """Cloud provider keys, read only from the environment and never logged."""
 
@@ -320,6 +330,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     providers: ProviderKeys = field(default_factory=ProviderKeys)
     sip: SipSettings = field(default_factory=SipSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
@@ -339,6 +350,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "logging": LoggingSettings,
     "sessions": SessionSettings,
     "telemetry": TelemetrySettings,
+    "metrics": MetricsSettings,
 }
 # Provider keys come from the variables their own SDKs read, never from the file.
 PROVIDER_ENV = {
@@ -542,6 +554,10 @@ def _validate(settings: Settings) -> None:
     for key in ("port", "tcp_port", "udp_port"):
         _check_port(f"livekit.{key}", getattr(settings.livekit, key))
     _check_port("server.port", settings.server.port)
+    if settings.metrics.enabled and settings.metrics.port:
+        _check_port("metrics.port", settings.metrics.port)
+        if settings.metrics.port == settings.server.port:
+            raise ConfigError("metrics.port", "must differ from server.port (0 serves no metrics port)")
     lk = settings.livekit
     if lk.url and not lk.url.startswith(("ws://", "wss://", "http://", "https://")):
         raise ConfigError("livekit.url", f"{lk.url!r} must start with ws://, wss://, http:// or https://")

@@ -32,13 +32,18 @@ def mask_phone(number: str) -> str:
     return f"{prefix}{rest[:1]}****" if rest else prefix
 
 
+def mask_numbers(text: str) -> str:
+    """`text` with every phone number in it masked, as in a room livekit-sip named after the caller."""
+    return _NUMBER_IN_TEXT.sub(lambda match: mask_phone(match.group()), text)
+
+
 def _mask_numbers(
     _logger: object, _method: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
     """A safety net under the call sites that mask numbers themselves: no full E.164 number in any line."""
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = _NUMBER_IN_TEXT.sub(lambda match: mask_phone(match.group()), value)
+            event[key] = mask_numbers(value)
     return event
 
 

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -50,9 +51,13 @@ class LoopMonitor:
     """Wakes every `interval_s`, records how late it woke and the loop thread's CPU time, and warns when the
     loop was blocked."""
 
-    def __init__(self, interval_s: float = 0.25, window: int = 240) -> None:
+    def __init__(
+        self, interval_s: float = 0.25, window: int = 240, on_lag: Callable[[float], None] | None = None
+    ) -> None:
         self._interval_s = interval_s
         self._samples: deque[_Sample] = deque(maxlen=window)
+        # Hears every measurement, in seconds: the metrics' lag histogram.
+        self._on_lag = on_lag
         self._blocked = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -105,6 +110,8 @@ class LoopMonitor:
             # thread_time(): this task runs on the loop's thread, so it is that thread's CPU alone; the
             # speech models' executor threads and LiveKit's native threads are not the loop's to spend.
             self.record(now, lag_s * 1000, time.thread_time())
+            if self._on_lag is not None:
+                self._on_lag(lag_s)
             if lag_s >= SLOW_CALLBACK_S:
                 self._blocked += 1
                 log.warning("event_loop_blocked", lag_ms=round(lag_s * 1000, 1))

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.conftest import eventually, make_settings
 from tests.servers import SipStack, free_port
 from tests.sipp import RtpSink, callee_scenario, finished, hang_up_scenario, start_sipp, uac_pcap_scenario
-from voicebot.api.app_keys import SUPERVISOR
+from voicebot.api.app_keys import METRICS, SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import InboundRoute, OutboundTrunk, RedisSettings, Settings
 from voicebot.livekit import LiveKitGateway
@@ -104,6 +104,12 @@ def assert_no_number_or_key_press(log: io.StringIO, *numbers: str) -> None:
             assert "digit" not in event, line
 
 
+def calls_counted(server: TestServer, direction: str, outcome: str) -> float | None:
+    """voicebot_sip_calls_total for one direction and outcome, as /metrics would show it."""
+    labels = {"direction": direction, "outcome": outcome}
+    return server.app[METRICS].registry.get_sample_value("voicebot_sip_calls_total", labels)
+
+
 def phone_rooms(supervisor: SessionSupervisor) -> list[str]:
     return [s.room_name for s in supervisor.live() if s.room_name.startswith("voicebot_agent-123_")]
 
@@ -159,6 +165,13 @@ async def test_a_call_is_answered_greeted_hears_a_key_press_and_ends_with_bye(
     assert f"session:{room_name}" not in {task.get_name() for task in asyncio.all_tasks()}
     assert '"event": "dtmf_received"' in production_log.getvalue()
     assert_no_number_or_key_press(production_log, NUMBER)
+    assert calls_counted(server, "inbound", "answered") == 1
+    registry = server.app[METRICS].registry
+    assert registry.get_sample_value("voicebot_dtmf_keys_total", {"agent": "agent-123"}) == 1
+    events = [json.loads(line) for line in production_log.getvalue().splitlines()]
+    (summary,) = [e for e in events if e["event"] == "session_summary"]
+    assert (summary["session"], summary["phone_call"]) == (session.info.session_id, True)
+    assert summary["dtmf_keys"] == 1
 
 
 async def test_an_end_of_call_key_says_goodbye_and_hangs_up_the_caller(
@@ -221,6 +234,7 @@ async def test_an_outbound_call_is_dialled_answered_and_hears_the_greeting(
     assert lines[0] == {**lines[0], "speaker": "agent", "text": greeting}
     assert '"event": "call_placed"' in production_log.getvalue()
     assert_no_number_or_key_press(production_log, CALLEE)
+    assert calls_counted(server, "outbound", "answered") == 1
 
 
 async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
@@ -252,6 +266,8 @@ async def test_a_busy_callee_gets_a_clear_error_and_leaves_no_room_or_session(
     assert CALLEE in body["error"]["message"]
     assert '"event": "request_failed"' in production_log.getvalue()
     assert_no_number_or_key_press(production_log, CALLEE)
+    assert calls_counted(server, "outbound", "busy") == 1
+    assert calls_counted(server, "outbound", "answered") == 0
 
 
 async def test_an_unknown_trunk_is_a_404_that_dials_nothing(

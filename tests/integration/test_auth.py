@@ -29,8 +29,9 @@ KEY = "test-key-4f1d9a7c2b"
 OTHER_KEY = "test-key-second-one"
 JSON = {"Content-Type": "application/json"}
 
-# Every /api endpoint but the webhook and health, each with a body it would accept.
+# Every /api endpoint but the webhook and health, each with a body it would accept; and the metrics.
 ENDPOINTS: list[tuple[str, str, dict[str, str] | None]] = [
+    ("GET", "/metrics", None),
     ("POST", "/api/livekit/create-room", {"agent_id": "faq"}),
     ("POST", "/api/livekit/job-notification", {"agent_id": "faq", "room_name": "no-such-room"}),
     ("GET", "/api/sessions", None),
@@ -288,6 +289,7 @@ async def test_keys_prints_an_env_file_whose_keys_work() -> None:
         "LIVEKIT_API_KEY",
         "LIVEKIT_API_SECRET",
         "REDIS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
     ]
     assert len(lines["LIVEKIT_API_SECRET"]) >= 32
     # compose.yaml writes it into a redis:// URL.

@@ -56,7 +56,7 @@ async def test_later_calls_greet_from_the_cache_and_are_heard_whole(client: Clie
     greeting = greeting_agent().greeting
     first = await call(client)
     await eventually(
-        lambda: supervisor.greetings.audio("agent-123", greeting) is not None,
+        lambda: supervisor.greetings.cached("agent-123", greeting),
         10,
         "the greeting to be cached after the first call",
     )

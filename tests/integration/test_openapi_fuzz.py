@@ -94,7 +94,7 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_the_document_doe
     report = output.decode(errors="replace")
 
     assert process.returncode == 0, f"schemathesis exited {process.returncode}:\n{report[-12000:]}"
-    assert "Tested: 16" in report, report[-3000:]
+    assert "Tested: 17" in report, report[-3000:]
     crashed = [e for e in served.log_events() if e["event"] == "request_crashed" or e["level"] == "error"]
     assert not crashed, crashed
     assert "Traceback" not in served.log_path.read_text(errors="replace")

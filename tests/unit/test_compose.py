@@ -1,7 +1,9 @@
-"""compose.yaml and its LiveKit and SIP configs agree with config.toml, and take every secret from .env."""
+"""compose.yaml and its LiveKit, SIP and monitoring configs agree with config.toml and the code, and take
+every secret from .env."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -11,18 +13,31 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from voicebot.api.paths import WEBHOOK_PATH
-from voicebot.config import Settings, load_settings
+from voicebot.__main__ import fresh_keys
+from voicebot.api.paths import METRICS_PATH, WEBHOOK_PATH
+from voicebot.config import SessionSettings, Settings, load_settings
+from voicebot.loop_monitor import LoopMonitor
+from voicebot.monitoring.metrics import Metrics
+from voicebot.sessions.supervisor import SessionSupervisor
+from voicebot.store.memory import InMemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "VOICEBOT_AUTH_API_KEYS", "REDIS_PASSWORD")
-# What `python -m voicebot keys > .env` (and the README's REDIS_PASSWORD line) would give compose.
+SECRETS = (
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "VOICEBOT_AUTH_API_KEYS",
+    "REDIS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+)
+# What `python -m voicebot keys > .env` would give compose.
 ENV = {
     "LIVEKIT_API_KEY": "APIexample",
     "LIVEKIT_API_SECRET": "s" * 43,
     "VOICEBOT_AUTH_API_KEYS": "vb_example",
     "REDIS_PASSWORD": "r" * 43,
+    "GRAFANA_ADMIN_PASSWORD": "g" * 32,
 }
+MONITORING = {"prometheus", "grafana"}
 # ${NAME}, ${NAME:?message}, ${NAME:-default} and the like; $$ is a literal dollar sign.
 REFERENCE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}|\$(?P<bare>[A-Za-z_]\w*)")
 
@@ -104,7 +119,19 @@ def _span(ports: str) -> range:
 
 
 def test_compose_runs_livekit_redis_sip_and_voicebot(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"livekit", "redis", "sip", "voicebot"}
+    services = compose["services"]
+    assert {name for name, service in services.items() if "profiles" not in service} == {
+        "livekit",
+        "redis",
+        "sip",
+        "voicebot",
+    }
+
+
+def test_keys_writes_every_secret_compose_asks_for() -> None:
+    lines = dict(line.split("=", 1) for line in fresh_keys().splitlines())
+
+    assert set(lines) == set(SECRETS)
 
 
 def test_livekit_publishes_the_configured_ports(compose: dict[str, Any], config: Settings) -> None:
@@ -194,10 +221,12 @@ def test_every_secret_comes_from_env_and_stops_compose_with_a_message_when_missi
             interpolate(compose_text, {k: v for k, v in ENV.items() if k != name})
 
 
-@pytest.mark.parametrize("name", ["compose.yaml", *sorted(p.name for p in (ROOT / "deploy").iterdir())])
+DEPLOY_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "deploy").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", *DEPLOY_FILES])
 def test_no_secret_is_written_in_compose_or_deploy(name: str, config: Settings) -> None:
-    path = ROOT / name if name == "compose.yaml" else ROOT / "deploy" / name
-    text = path.read_text()
+    text = (ROOT / name).read_text()
     assert config.livekit.api_secret not in text, "config.toml's development secret"
     for key, value in _leaves(yaml.safe_load(text)):
         if re.search(r"secret|password|keys?$|api_key", key, re.IGNORECASE) and not key.endswith("_FILE"):
@@ -236,3 +265,102 @@ def test_the_voicebot_image_serves_on_the_published_port(config: Settings) -> No
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"EXPOSE {config.server.port}" in dockerfile
     assert f'"--port", "{config.server.port}"' in dockerfile
+
+
+def test_the_monitoring_profile_runs_pinned_prometheus_and_grafana_on_loopback_only(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert {name for name, service in services.items() if service.get("profiles")} == MONITORING
+    for name in MONITORING:
+        service = services[name]
+        assert service["profiles"] == ["monitoring"]
+        image, _, tag = service["image"].partition(":")
+        assert image in ("prom/prometheus", "grafana/grafana")
+        assert re.fullmatch(r"v?[0-9]+\.[0-9]+\.[0-9]+", tag), f"{name}: {service['image']} is not pinned"
+        assert service["ports"]
+        for entry in service["ports"]:
+            assert str(entry).startswith("127.0.0.1:"), f"{name} published beyond this machine: {entry}"
+    assert (9090, 9090, "tcp") in published(compose, "prometheus")
+    assert (3000, 3000, "tcp") in published(compose, "grafana")
+
+
+def test_the_monitoring_profile_mounts_files_that_exist(compose: dict[str, Any]) -> None:
+    mounted = [
+        volume.split(":")[0]
+        for name in MONITORING
+        for volume in compose["services"][name]["volumes"]
+        if volume.startswith("./")
+    ]
+    assert mounted
+    for source in mounted:
+        assert (ROOT / source).exists(), f"compose mounts {source}, which does not exist"
+    dashboards = list((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    assert dashboards
+    for dashboard in dashboards:
+        assert json.loads(dashboard.read_text())["panels"]
+
+
+def test_grafanas_password_comes_from_env_and_nothing_phones_home(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == ENV["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert grafana["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+
+
+def test_prometheus_scrapes_voicebot_with_the_api_key_by_a_name_voicebot_answers_for(
+    compose: dict[str, Any], config: Settings
+) -> None:
+    prometheus = load_yaml("deploy/prometheus.yml")
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == METRICS_PATH
+    assert job["static_configs"] == [{"targets": [f"voicebot:{config.server.port}"]}]
+    # The key reaches Prometheus as a file compose writes from .env, never written in deploy/.
+    service = compose["services"]["prometheus"]
+    (key_file,) = [c for c in service["configs"] if c["target"] == job["authorization"]["credentials_file"]]
+    assert compose["configs"][key_file["source"]]["content"] == ENV["VOICEBOT_AUTH_API_KEYS"]
+    assert job["authorization"]["type"] == "Bearer"
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in service["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in service["command"]
+    # voicebot's Host check answers 421 to a name it does not know.
+    assert compose["services"]["voicebot"]["environment"]["VOICEBOT_SERVER_ALLOWED_HOSTS"] == "voicebot"
+
+
+def test_grafana_reads_the_profiles_prometheus_and_its_dashboard_queries_only_metrics_voicebot_serves(
+    compose: dict[str, Any],
+) -> None:
+    (source,) = load_yaml("deploy/grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    (provider,) = load_yaml("deploy/grafana/provisioning/dashboards/voicebot.yml")["providers"]
+    mount = f"./deploy/grafana/dashboards:{provider['options']['path']}:ro"
+    assert mount in compose["services"]["grafana"]["volumes"]
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/voicebot.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"voicebot_[a-z0-9_]+", target["expr"])
+    }
+    assert all(
+        target["datasource"]["uid"] == source["uid"] for p in dashboard["panels"] for target in p["targets"]
+    )
+    assert queried >= {"voicebot_sessions_live", "voicebot_first_word_seconds_bucket"}
+    assert queried <= served_sample_names()
+
+
+def served_sample_names() -> set[str]:
+    """The name of every sample /metrics may serve, whether or not it has one yet."""
+    metrics = Metrics(["agent-123"])
+    supervisor = SessionSupervisor(
+        SessionSettings(),
+        livekit=None,  # type: ignore[arg-type]
+        pipelines=None,  # type: ignore[arg-type]
+        state=InMemoryStore(),
+    )
+    metrics.watch(supervisor, supervisor.state, LoopMonitor())
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"]}
+    return {
+        family.name + suffix
+        for family in metrics.registry.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }

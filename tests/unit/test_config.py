@@ -211,6 +211,30 @@ def test_api_keys_come_from_a_comma_separated_variable_or_a_toml_list() -> None:
     assert parse_settings(raw(), {}).auth.create_room_per_minute == 6
 
 
+def test_the_metrics_port_is_off_by_default_and_set_like_any_other_key() -> None:
+    assert load_settings(ROOT / "config.toml", {}).metrics.port == 0
+    assert parse_settings(raw(metrics={"port": 9464}), {}).metrics.port == 9464
+    assert parse_settings(raw(), {"VOICEBOT_METRICS_PORT": "9465"}).metrics.port == 9465
+
+
+@pytest.mark.parametrize(
+    ("sections", "words"),
+    [
+        ({"metrics": {"port": 70000}}, "65535"),
+        ({"metrics": {"port": -1}}, "65535"),
+        ({"metrics": {"port": "9464"}}, "must be an integer"),
+        ({"metrics": {"port": 8001}}, "server.port"),
+        ({"metrics": {"path": "/m"}}, "unknown key"),
+    ],
+)
+def test_bad_metrics_settings_name_the_key(sections: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(raw(**sections), {})
+
+    assert error.value.key.startswith("metrics.")
+    assert words in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("sections", "key"),
     [

@@ -2,13 +2,12 @@
 
 The greeting's text is fixed by config.toml, so synthesising it again for every call only puts the TTS's
 first byte (and, with a cloud voice, its price) between a person's arrival and the first word they hear.
+The first call hears the greeting as it is synthesised, and what it hears is kept.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import structlog
@@ -19,51 +18,33 @@ log = structlog.get_logger(__name__)
 
 
 class GreetingCache:
-    """Greeting audio by (agent id, text); filled in the background the first time an agent greets."""
+    """Greeting audio by (agent id, text)."""
 
     def __init__(self) -> None:
         self._audio: dict[tuple[str, str], tuple[rtc.AudioFrame, ...]] = {}
-        self._filling: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    def audio(self, agent_id: str, text: str) -> AsyncIterator[rtc.AudioFrame] | None:
-        """The greeting's audio as a fresh stream of frames, or None while it is not cached yet."""
+    def cached(self, agent_id: str, text: str) -> bool:
+        """Whether this greeting is played from memory."""
+        return (agent_id, text) in self._audio
+
+    def audio(self, agent_id: str, text: str, voice: tts.TTS[Any]) -> AsyncIterator[rtc.AudioFrame]:
+        """The greeting's frames: from memory, or synthesised by `voice` as they are consumed and kept
+        once the synthesis has run to its end."""
         frames = self._audio.get((agent_id, text))
-        return None if frames is None else _replay(frames)
+        if frames is not None:
+            return _replay(frames)
+        return self._synthesise((agent_id, text), voice)
 
-    def fill(self, agent_id: str, text: str, voice: tts.TTS[Any]) -> None:
-        """Synthesise the greeting with `voice` in the background, unless it is cached or on its way."""
-        key = (agent_id, text)
-        if key in self._audio or key in self._filling:
-            return
-        task = asyncio.create_task(self._synthesise(key, voice), name=f"greeting:{agent_id}")
-        self._filling[key] = task
-        task.add_done_callback(lambda _task: self._filling.pop(key, None))
-
-    async def _synthesise(self, key: tuple[str, str], voice: tts.TTS[Any]) -> None:
-        try:
-            async with voice.synthesize(key[1]) as stream:
-                frames = tuple([event.frame async for event in stream])
-        except Exception as exc:
-            # The next greeting is synthesised as before and tries again; no call depends on this.
-            log.warning("greeting_not_cached", agent=key[0], error=f"{type(exc).__name__}: {exc}")
-            return
-        if frames:
-            self._audio[key] = frames
-            log.info("greeting_cached", agent=key[0], audio_s=round(sum(f.duration for f in frames), 3))
-
-    async def settled(self) -> None:
-        """Wait until no synthesis is running."""
-        while self._filling:
-            await asyncio.gather(*self._filling.values(), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        """Stop any synthesis still running."""
-        tasks = list(self._filling.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+    async def _synthesise(self, key: tuple[str, str], voice: tts.TTS[Any]) -> AsyncIterator[rtc.AudioFrame]:
+        heard: list[rtc.AudioFrame] = []
+        async with voice.synthesize(key[1]) as stream:
+            async for event in stream:
+                heard.append(event.frame)
+                yield event.frame
+        # Reached only when the whole greeting was synthesised: an interrupted one is not kept.
+        if heard and key not in self._audio:
+            self._audio[key] = tuple(heard)
+            log.info("greeting_cached", agent=key[0], audio_s=round(sum(f.duration for f in heard), 3))
 
 
 async def _replay(frames: tuple[rtc.AudioFrame, ...]) -> AsyncIterator[rtc.AudioFrame]:

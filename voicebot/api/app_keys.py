@@ -10,6 +10,7 @@ from voicebot.embedded.services import EmbeddedServices
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.monitoring.history import SessionHistory
+from voicebot.monitoring.metrics import Metrics
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.cluster import Cluster
@@ -32,6 +33,8 @@ WEBHOOKS = web.AppKey("webhooks", WebhookRouter)
 # Present only for the embedded Redis that LiveKit and livekit-sip share, when state is not in Redis.
 REDIS = web.AppKey("redis", Redis)
 STATE = web.AppKey("state", StateStore)
+# Set when the app is built, before it starts: the request middleware records into it from the first request.
+METRICS = web.AppKey("metrics", Metrics)
 CLUSTER = web.AppKey("cluster", Cluster)
 TRACING = web.AppKey("tracing", Tracing)
 # Present only when voicebot runs LiveKit (and SIP, Redis) itself.

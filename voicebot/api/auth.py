@@ -14,7 +14,14 @@ from aiohttp.typedefs import Handler, Middleware
 
 from voicebot.api.app_keys import STATE
 from voicebot.api.errors import ApiError
-from voicebot.api.paths import AGENTS_PATH, CREATE_ROOM_PATH, HEALTH_PATH, OPENAPI_PATH, WEBHOOK_PATH
+from voicebot.api.paths import (
+    AGENTS_PATH,
+    CREATE_ROOM_PATH,
+    HEALTH_PATH,
+    METRICS_PATH,
+    OPENAPI_PATH,
+    WEBHOOK_PATH,
+)
 from voicebot.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,7 +38,19 @@ RATE_WINDOW_S = 60.0
 # Clients the rate limiter remembers at once; the least recently seen are forgotten first.
 MAX_TRACKED_CLIENTS = 10_000
 
+# Under /api, open to anyone: LiveKit's signed webhook, health (reduced without a key), and the OpenAPI
+# document, which says nothing the README does not (clients read it before they hold a key).
+OPEN_API_PATHS = frozenset({WEBHOOK_PATH, HEALTH_PATH, OPENAPI_PATH})
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def needs_key(path: str) -> bool:
+    """Whether a request for `path` needs a valid key once keys are configured (public_create_room aside).
+
+    Besides /api, the metrics: they tell how busy the service is and how it fails, which is for operators.
+    """
+    return path == METRICS_PATH or (path.startswith("/api/") and path not in OPEN_API_PATHS)
 
 
 def key_id(key: str) -> str:
@@ -97,7 +116,7 @@ def _set_key_id(request: web.Request, value: str) -> None:
 
 
 def auth_middleware(settings: Settings) -> Middleware:
-    """401 without a valid key on /api, except the webhook (signed) and health (reduced without a key)."""
+    """401 without a valid key where needs_key() asks for one: /api (but its open paths) and /metrics."""
     auth = settings.auth
     keys = auth.api_keys
     proxies = [ipaddress.ip_network(proxy, strict=False) for proxy in settings.server.trusted_proxies]
@@ -116,8 +135,7 @@ def auth_middleware(settings: Settings) -> Middleware:
             request[AUTHENTICATED] = True
             return await handler(request)
         path = request.path
-        # The OpenAPI document says nothing the README does not; clients read it before they hold a key.
-        if not path.startswith("/api/") or path in (WEBHOOK_PATH, HEALTH_PATH, OPENAPI_PATH):
+        if not needs_key(path):
             return await handler(request)
         if token is None and auth.public_create_room and (request.method, path) in PUBLIC_ROUTES:
             if path == CREATE_ROOM_PATH:

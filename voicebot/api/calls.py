@@ -6,10 +6,12 @@ import re
 
 from aiohttp import web
 
-from voicebot.api.app_keys import ROOMS, SETTINGS, SIP
+from voicebot.api.app_keys import METRICS, ROOMS, SETTINGS, SIP
 from voicebot.api.auth import ANONYMOUS, API_KEY_ID
 from voicebot.api.body import optional_identifier, read_json_object, require_identifier, require_string
 from voicebot.api.errors import ApiError
+from voicebot.errors import DialFailed
+from voicebot.monitoring.metrics import dial_outcome
 
 # A phone number (+15550100) or a SIP user part; nothing that could smuggle a URI parameter.
 CALLEE_PATTERN = re.compile(r"\+?[0-9A-Za-z*#._-]{1,64}")
@@ -29,7 +31,14 @@ async def place_call(request: web.Request) -> web.Response:
     trunk_id = request.app[SIP].outbound_trunk_ids.get(trunk)
     # Set by the auth middleware: a fingerprint of the caller's key, never the key itself.
     api_key_id = request.get(API_KEY_ID, ANONYMOUS)
-    call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id, api_key_id=api_key_id)
+    metrics = request.app[METRICS]
+    try:
+        call = await request.app[ROOMS].place_call(agent_id, to, trunk, trunk_id, api_key_id=api_key_id)
+    except DialFailed as exc:
+        # Only a call that was dialled counts; a refusal before dialling (limits, prefixes) is no call.
+        metrics.call_finished("outbound", dial_outcome(exc))
+        raise
+    metrics.call_finished("outbound", dial_outcome(None))
     return web.json_response(
         {
             "room_name": call.room_name,

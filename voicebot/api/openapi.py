@@ -9,9 +9,10 @@ from typing import Any, get_args
 from aiohttp import web
 
 from voicebot import __version__
+from voicebot.api.app_keys import SETTINGS
 from voicebot.api.body import INT64_MAX, INT64_MIN, MAX_DEPTH
 from voicebot.api.calls import CALLEE_PATTERN
-from voicebot.api.paths import OPENAPI_PATH, OPS_HISTORY_PATH
+from voicebot.api.paths import METRICS_PATH, OPENAPI_PATH, OPS_HISTORY_PATH
 from voicebot.config import IDENTIFIER_PATTERN
 from voicebot.monitoring.history import (
     BUCKETS,
@@ -638,6 +639,25 @@ PATHS: dict[str, dict[str, Schema]] = {
             security=PUBLIC,
         )
     },
+    METRICS_PATH: {
+        "get": _operation(
+            "getMetrics",
+            "Prometheus metrics of this process",
+            {
+                "200": {
+                    "description": "Prometheus text format, or OpenMetrics when the Accept header asks.",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
+                }
+            },
+        )
+        | {
+            "description": "Needs the API key when keys are configured. `[metrics] port` serves the same on"
+            " 127.0.0.1 without a key."
+        }
+    },
     OPENAPI_PATH: {
         "get": _operation(
             "getOpenApi",
@@ -724,9 +744,12 @@ def openapi_document() -> Schema:
     return DOCUMENT
 
 
-async def openapi_json(_request: web.Request) -> web.Response:
-    """Serve the OpenAPI document."""
-    return web.json_response(DOCUMENT)
+async def openapi_json(request: web.Request) -> web.Response:
+    """Serve the OpenAPI document (without /metrics when metrics are off)."""
+    if request.app[SETTINGS].metrics.enabled:
+        return web.json_response(DOCUMENT)
+    paths = {path: item for path, item in DOCUMENT["paths"].items() if path != METRICS_PATH}
+    return web.json_response({**DOCUMENT, "paths": paths})
 
 
 def add_routes(app: web.Application) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from livekit import api
 
-from voicebot.api.app_keys import SETTINGS, WEBHOOKS
+from voicebot.api.app_keys import METRICS, SETTINGS, WEBHOOKS
 from voicebot.api.errors import ApiError
 from voicebot.api.paths import WEBHOOK_PATH
 
@@ -30,6 +30,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
             "the webhook's signature does not match its body or this server's API key",
         ) from None
     outcome = await request.app[WEBHOOKS].handle(event)
+    request.app[METRICS].webhook_handled(outcome)
     return web.json_response({"event": event.event, "outcome": outcome})
 
 

@@ -253,13 +253,7 @@ class RoomSession:
         self.voice_ready.set()
 
     def _greet(self, session: AgentSession[None], text: str) -> None:
-        audio = self._greetings.audio(self.agent.id, text)
-        if audio is not None:
-            session.say(text, audio=audio)
-            return
-        speech = session.say(text)
-        # Synthesised again for the cache only once this greeting has played, so the two never compete.
-        speech.add_done_callback(lambda _: self._greetings.fill(self.agent.id, text, self._pipeline.tts))
+        session.say(text, audio=self._greetings.audio(self.agent.id, text, self._pipeline.tts))
 
     def _since_requested(self) -> float:
         return time.monotonic() - self.labels.requested_at

@@ -216,7 +216,6 @@ class SessionSupervisor:
     async def shutdown(self) -> None:
         """Refuse new sessions, ask every live one to end, and cancel what outlasts the drain timeout."""
         self._closing = True
-        await self.greetings.aclose()
         live = list(self._live.values())
         if not live:
             return

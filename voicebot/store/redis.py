@@ -287,6 +287,7 @@ class RedisStore(StateStore):
         self._hit_rate = self._redis.register_script(_HIT_RATE)
         # Writes that failed, oldest first. Flushed in order before any new write.
         self._outbox: deque[_Write] = deque()
+        self._reachable = True
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -300,7 +301,9 @@ class RedisStore(StateStore):
                     raise
                 result = await action()
         except (RedisError, OSError) as exc:
+            self._reachable = False
             raise StateUnavailable(f"Redis at {self._safe_url()} did not answer: {exc}") from exc
+        self._reachable = True
         return result
 
     def _now_ms(self) -> int:
@@ -447,6 +450,11 @@ class RedisStore(StateStore):
             self._flusher.cancel()
         await self._redis.aclose()
         await self._jobs_redis.aclose()
+
+    @property
+    def reachable(self) -> bool:
+        """Whether Redis answered the last request (the cluster's heartbeat asks every redis.heartbeat_s)."""
+        return self._reachable
 
     @property
     def pending_writes(self) -> int:
