@@ -51,6 +51,9 @@ def make_settings(livekit_url: str, **livekit: Any) -> Settings:
     raw = {
         "livekit": {"url": livekit_url, "api_key": API_KEY, "api_secret": API_SECRET, **livekit},
         "logging": {"format": "json"},
+        # Measured admission off: the test process's loop also runs the tests' own clients, so its load says
+        # nothing about voicebot's (tests/integration/test_admission.py turns it on).
+        "sessions": {"admission_max_loop_lag_ms": 0, "admission_max_cpu": 0},
         "agents": AGENTS,
     }
     return parse_settings(raw, {})

@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,11 @@ async def start_voicebot(**env: str) -> VoicebotProcess:
     return await launch_voicebot(env)
 
 
-async def launch_voicebot(env: Mapping[str, str], *, new_session: bool = False) -> VoicebotProcess:
+async def launch_voicebot(
+    env: Mapping[str, str], *, new_session: bool = False, args: Sequence[str] = ()
+) -> VoicebotProcess:
     """start_voicebot(); with `new_session` voicebot leads a process group of its own, as a program started
-    from a terminal does."""
+    from a terminal does; `args` go after `serve --port N` (e.g. --workers 2)."""
     port = free_port()
     # Its log goes to a file: an unread pipe would stall it, and a failed start should say why.
     log_fd, log_name = tempfile.mkstemp(prefix="voicebot-serve-", suffix=".log")
@@ -137,6 +139,7 @@ async def launch_voicebot(env: Mapping[str, str], *, new_session: bool = False) 
         "serve",
         "--port",
         str(port),
+        *args,
         cwd=ROOT,
         env=cli_env(**env),
         stdout=asyncio.subprocess.PIPE,

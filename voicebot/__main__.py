@@ -20,6 +20,7 @@ from voicebot.exposure import check_exposure
 from voicebot.livekit import join_grants, join_ttl, sign_token
 from voicebot.logs import configure_logging
 from voicebot.shutdown import StopSignals
+from voicebot.workers import READY_LINE, check_workers, run_workers, worker_count
 
 # In-flight HTTP requests get this long once a stop begins; the API's requests take well under a second.
 HTTP_SHUTDOWN_TIMEOUT_S = 2.0
@@ -53,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--host", default=None, help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default from config: 8001)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="voicebot processes sharing the port: a number, or auto for one per core (default: 1)",
+    )
+    # Internal: one of `--workers N`'s children, started by the parent with its LiveKit and Redis.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     token = commands.add_parser("token", parents=[common], help="print a join token for a room")
     token.add_argument("--room", required=True, help="room name")
     token.add_argument("--identity", required=True, help="participant identity")
@@ -73,13 +82,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             settings = _with_listen_address(settings, args.host, args.port)
             check_exposure(settings)
+            if args.workers > 1:
+                check_workers(settings, args.workers)
     except ConfigError as exc:
         print(f"voicebot: config error in {config_path}: {exc}", file=sys.stderr)
         return 2
     if args.command == "token":
         print(_token(settings, args.room, args.identity, args.ttl))
         return 0
-    return _serve(settings)
+    if args.workers > 1 and not args.worker:
+        return _serve_workers(settings, args.workers, config_path)
+    return _serve(settings, worker=args.worker)
+
+
+def _workers(text: str) -> int:
+    try:
+        return worker_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _with_listen_address(settings: Settings, host: str | None, port: int | None) -> Settings:
@@ -116,7 +136,26 @@ def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> s
     return sign_token(lk.api_key, lk.api_secret, identity, join_grants(room), ttl_s=ttl)
 
 
-def _serve(settings: Settings) -> int:
+def _serve_workers(settings: Settings, count: int, config_path: Path) -> int:
+    configure_logging(settings.logging.level, settings.logging.format)
+    log = structlog.get_logger("voicebot")
+    host, port = settings.server.host, settings.server.port
+    grace_s = settings.sessions.drain_timeout_s + HTTP_SHUTDOWN_TIMEOUT_S + STOP_MARGIN_S
+    try:
+        return asyncio.run(run_workers(settings, count, config_path, grace_s))
+    except EmbeddedProgramError as exc:
+        log.error("embedded_program_failed", program=exc.program, reason=str(exc))
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"voicebot: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: Settings, *, worker: bool = False) -> int:
     from voicebot.app import create_app
 
     configure_logging(settings.logging.level, settings.logging.format)
@@ -124,7 +163,7 @@ def _serve(settings: Settings) -> int:
     host, port = settings.server.host, settings.server.port
     app = create_app(settings)
     try:
-        return asyncio.run(_run(app, settings))
+        return asyncio.run(_run(app, settings, worker=worker))
     except EmbeddedProgramError as exc:
         log.error("embedded_program_failed", program=exc.program, reason=str(exc))
         print(f"voicebot: {exc}", file=sys.stderr)
@@ -144,8 +183,12 @@ def _try_line(settings: Settings) -> str:
     )
 
 
-async def _run(app: web.Application, settings: Settings) -> int:
-    """Serve `app` until SIGTERM or SIGINT, then stop in order: HTTP, sessions, rooms, livekit-server."""
+async def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> int:
+    """Serve `app` until SIGTERM or SIGINT, then stop in order: HTTP, sessions, rooms, livekit-server.
+
+    A `worker` shares its port with the other workers of `serve --workers` (SO_REUSEPORT: the kernel
+    spreads the connections) and tells its parent it listens with one line, READY_LINE.
+    """
     log = structlog.get_logger("voicebot")
     host, port = settings.server.host, settings.server.port
     stop_requested = asyncio.Event()
@@ -163,8 +206,11 @@ async def _run(app: web.Application, settings: Settings) -> int:
     )
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        if not stop_requested.is_set():
+        await web.TCPSite(runner, host, port, reuse_port=worker or None).start()
+        if worker:
+            print(f"{READY_LINE} on http://{host}:{port}", flush=True)
+            await stop_requested.wait()
+        elif not stop_requested.is_set():
             print(f"voicebot serving on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
             print(f"  try: {_try_line(settings)}", flush=True)
             await stop_requested.wait()

@@ -45,6 +45,7 @@ from voicebot.monitoring.metrics import Metrics, http_metrics_middleware
 from voicebot.monitoring.summary import SessionSummaries
 from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
+from voicebot.sessions.admission import Admission
 from voicebot.sessions.cluster import Cluster, new_process_id
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip.events import WebhookRouter
@@ -162,14 +163,18 @@ async def _start_services(
     if settings.metrics.enabled:
         supervisor.observers.add(app_metrics)
     supervisor.observers.add(SessionSummaries())
-    cluster = Cluster(settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore))
-    await cluster.start()
-    stack.push_async_callback(cluster.stop)
+    # Before the cluster, whose heartbeats advertise no capacity while the loop is overloaded.
     monitor = LoopMonitor(on_lag=app_metrics.loop_lagged if settings.metrics.enabled else None)
     monitor.start()
     stack.push_async_callback(monitor.stop)
     if settings.metrics.enabled:
         app_metrics.watch(supervisor, store, monitor)
+    admission = Admission(settings.sessions, monitor.recent)
+    cluster = Cluster(
+        settings, store, supervisor, gateway, takes_over=isinstance(store, RedisStore), admission=admission
+    )
+    await cluster.start()
+    stack.push_async_callback(cluster.stop)
     # Sessions leave before anything they use stops.
     stack.push_async_callback(supervisor.shutdown)
     provisioner = SipProvisioner(gateway, lk.api_secret)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 import types
@@ -25,6 +26,14 @@ MIN_SECRET_LENGTH = 32
 # The three variables LiveKit's own tools read; they win over config.toml.
 LIVEKIT_ENV = {"url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
 ENV_PREFIX = "VOICEBOT_"
+# Measured on a 2-core machine: a session costs about 13% of a core, and one loop runs into trouble past 6-8
+# sessions; 6 a core leaves headroom for a session's start and a burst of speech. See "Capacity" in README.
+SESSIONS_PER_CORE = 6
+
+
+def default_max_concurrent(cores: int | None = None) -> int:
+    """`sessions.max_concurrent` when config.toml leaves it out: SESSIONS_PER_CORE for each core."""
+    return SESSIONS_PER_CORE * max(1, cores if cores is not None else os.cpu_count() or 1)
 
 
 class ConfigError(Exception):
@@ -127,8 +136,9 @@ class LoggingSettings:
 class SessionSettings:
     """Limits of the in-process agent runtime."""
 
-    max_concurrent: int = 20
-    """Agent sessions this process runs at once; over it, new rooms are refused with 503."""
+    max_concurrent: int = field(default_factory=default_max_concurrent)
+    """Agent sessions `serve` runs at once (6 per core unless set); over it, new rooms are refused with 503.
+    With `serve --workers N` it is shared out among the workers."""
     drain_timeout_s: float = 10.0
     """On shutdown, how long sessions get to close before they are cancelled."""
     transcript_retention_s: int = 3600
@@ -144,6 +154,14 @@ class SessionSettings:
     and frees its place; LiveKit's empty_timeout_s is far longer, and agents do not count as people."""
     max_transcript_lines: int = 500
     """Lines a session's transcript keeps; past it the oldest are dropped (both stores)."""
+    admission_max_loop_lag_ms: float = 50.0
+    """A new session is refused (503 at_capacity) while the event loop's lag, at its 90th percentile over
+    `admission_window_s`, is above this; 0 turns the check off."""
+    admission_max_cpu: float = 0.85
+    """A new session is refused while the loop's thread used more than this share of a core over
+    `admission_window_s` (1.0 is all the GIL lets it have); 0 turns the check off."""
+    admission_window_s: float = 10.0
+    """How far back the admission measurements look."""
 
 
 @dataclass(frozen=True)
@@ -562,6 +580,14 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"sessions.{key}", "must be greater than 0")
     if settings.sessions.max_transcript_lines < 1:
         raise ConfigError("sessions.max_transcript_lines", "must be at least 1")
+    if sessions.max_concurrent < 1:
+        raise ConfigError("sessions.max_concurrent", "must be at least 1")
+    if sessions.admission_max_loop_lag_ms < 0:
+        raise ConfigError("sessions.admission_max_loop_lag_ms", "must be 0 (off) or more")
+    if not 0 <= sessions.admission_max_cpu <= 1:
+        raise ConfigError("sessions.admission_max_cpu", "must be from 0 (off) to 1 (one whole core)")
+    if sessions.admission_window_s <= 0:
+        raise ConfigError("sessions.admission_window_s", "must be greater than 0")
     if settings.server.max_body_bytes < 256:
         raise ConfigError("server.max_body_bytes", "must be at least 256")
     if settings.logging.level.lower() not in {"debug", "info", "warning", "error"}:

@@ -55,6 +55,17 @@ class SessionLimitReached(VoicebotError):
         super().__init__(f"all {limit} agent sessions are in use; try again in a few seconds")
 
 
+class Overloaded(SessionLimitReached):
+    """This process is under the session limit, but its measured load says another session would degrade
+    the running ones (see sessions/admission.py); answered like the limit, 503 at_capacity."""
+
+    def __init__(self, reason: str) -> None:
+        VoicebotError.__init__(
+            self, "voicebot is too busy to start another agent session now; try again in a few seconds"
+        )
+        self.reason = reason
+
+
 class RoomNotFound(VoicebotError):
     """The LiveKit server has no room with that name."""
 

@@ -1,8 +1,9 @@
-"""Measures how late the event loop runs: the lag every call in this process shares."""
+"""Measures how late the event loop runs, the lag every call in this process shares, and how busy it is."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 SLOW_CALLBACK_S = 0.1  # the threshold livekit-agents' own worker sets on its loops
+RECENT_PERCENTILE = 0.9
+"""The lag `recent()` reports: late this much on one wake-up in ten, sustained rather than one GC pause."""
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,35 @@ class LoopLag:
     blocked_count: int
 
 
+@dataclass(frozen=True)
+class LoopLoad:
+    """How the loop fared over the last few seconds: what admission of new sessions is judged by."""
+
+    lag_ms: float
+    """The 90th percentile of the wake-up lag (RECENT_PERCENTILE), in milliseconds."""
+    cpu: float
+    """CPU time of the loop's own thread per second of wall time: 1.0 is one core, all the GIL lets it use."""
+    samples: int
+
+
+@dataclass(frozen=True)
+class _Sample:
+    at_s: float
+    lag_ms: float
+    cpu_s: float
+
+
 class LoopMonitor:
-    """Wakes every `interval_s`, records how late it woke, and warns when the loop was blocked."""
+    """Wakes every `interval_s`, records how late it woke and the loop thread's CPU time, and warns when the
+    loop was blocked."""
 
     def __init__(
         self, interval_s: float = 0.25, window: int = 240, on_lag: Callable[[float], None] | None = None
     ) -> None:
         self._interval_s = interval_s
+        self._samples: deque[_Sample] = deque(maxlen=window)
         # Hears every measurement, in seconds: the metrics' lag histogram.
         self._on_lag = on_lag
-        self._lags_ms: deque[float] = deque(maxlen=window)
         self._blocked = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -52,21 +74,42 @@ class LoopMonitor:
             self._task = None
 
     def snapshot(self) -> LoopLag:
-        """The lag over the recent window."""
-        lags = sorted(self._lags_ms)
+        """The lag over the whole window kept (a minute at the default interval)."""
+        lags = sorted(sample.lag_ms for sample in self._samples)
         if not lags:
             return LoopLag(0.0, 0.0, 0.0, 0, self._blocked)
         p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
         return LoopLag(
-            round(self._lags_ms[-1], 3), round(lags[-1], 3), round(p99, 3), len(lags), self._blocked
+            round(self._samples[-1].lag_ms, 3), round(lags[-1], 3), round(p99, 3), len(lags), self._blocked
         )
+
+    def recent(self, window_s: float) -> LoopLoad:
+        """Lag and CPU over the samples of the last `window_s` seconds (all zero before there are two)."""
+        if not self._samples:
+            return LoopLoad(0.0, 0.0, 0)
+        newest = self._samples[-1]
+        inside = [s for s in self._samples if s.at_s >= newest.at_s - window_s]
+        lags = sorted(s.lag_ms for s in inside)
+        # Nearest rank: of ten or more samples, one late wake-up alone never sets it.
+        lag = lags[math.ceil(len(lags) * RECENT_PERCENTILE) - 1]
+        # CPU between the oldest sample inside the window and the newest; one sample spans no time.
+        span_s = newest.at_s - inside[0].at_s
+        cpu = (newest.cpu_s - inside[0].cpu_s) / span_s if span_s > 0 else 0.0
+        return LoopLoad(round(lag, 3), round(cpu, 3), len(inside))
+
+    def record(self, at_s: float, lag_ms: float, cpu_s: float) -> None:
+        """Add one wake-up: when (a monotonic clock), how late, and the loop thread's CPU time by then."""
+        self._samples.append(_Sample(at_s, lag_ms, cpu_s))
 
     async def _run(self) -> None:
         while True:
             expected = time.perf_counter() + self._interval_s
             await asyncio.sleep(self._interval_s)
-            lag_s = max(0.0, time.perf_counter() - expected)
-            self._lags_ms.append(lag_s * 1000)
+            now = time.perf_counter()
+            lag_s = max(0.0, now - expected)
+            # thread_time(): this task runs on the loop's thread, so it is that thread's CPU alone; the
+            # speech models' executor threads and LiveKit's native threads are not the loop's to spend.
+            self.record(now, lag_s * 1000, time.thread_time())
             if self._on_lag is not None:
                 self._on_lag(lag_s)
             if lag_s >= SLOW_CALLBACK_S:

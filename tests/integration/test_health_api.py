@@ -36,6 +36,17 @@ async def test_health_reports_process_and_reachable_livekit(
     assert set(report["process"]["event_loop"]) == {"last_ms", "max_ms", "p99_ms", "samples", "blocked_count"}
     assert report["sessions"]["live"] == 0
     assert report["sessions"]["limit"] == settings.sessions.max_concurrent
+    capacity = report["capacity"]
+    assert capacity["process_id"] == report["cluster"]["process_id"]
+    assert (capacity["limit"], capacity["live"]) == (settings.sessions.max_concurrent, 0)
+    sessions = settings.sessions
+    assert (capacity["max_loop_lag_ms"], capacity["max_cpu"]) == (
+        sessions.admission_max_loop_lag_ms,
+        sessions.admission_max_cpu,
+    )
+    assert capacity["loop_lag_ms"] >= 0
+    assert capacity["loop_cpu"] >= 0
+    assert isinstance(capacity["admitting"], bool)
 
 
 async def test_health_is_503_when_livekit_is_unreachable(

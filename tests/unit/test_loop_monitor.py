@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import structlog
 
-from voicebot.loop_monitor import SLOW_CALLBACK_S, LoopMonitor
+from voicebot.loop_monitor import SLOW_CALLBACK_S, LoopLoad, LoopMonitor
 
 
 async def test_a_blocking_call_on_the_loop_is_measured_and_logged() -> None:
@@ -35,3 +36,26 @@ async def test_asyncio_reports_slow_callbacks_at_livekits_threshold() -> None:
     await monitor.stop()
 
     assert asyncio.get_running_loop().slow_callback_duration == SLOW_CALLBACK_S == 0.1
+
+
+def test_recent_load_is_the_lag_percentile_and_loop_cpu_of_the_window_only() -> None:
+    monitor = LoopMonitor()
+    # An old stretch of a blocked, busy loop, then ten quiet seconds at a quarter of a core.
+    for i in range(20):
+        monitor.record(at_s=i * 0.25, lag_ms=400.0, cpu_s=i * 0.25)
+    start, cpu = 5.0, 5.0
+    for i in range(41):
+        monitor.record(at_s=start + i * 0.25, lag_ms=2.0 if i % 10 else 30.0, cpu_s=cpu + i * 0.25 * 0.25)
+
+    recent = monitor.recent(10.0)
+    whole = monitor.recent(100.0)
+
+    assert recent.samples == 41
+    assert recent.lag_ms == 30.0, "one wake-up in ten was late by 30 ms"
+    assert recent.cpu == pytest.approx(0.25)
+    assert whole.lag_ms == 400.0
+    assert monitor.snapshot().max_ms == 400.0
+
+
+def test_recent_load_without_samples_is_none() -> None:
+    assert LoopMonitor().recent(10.0) == LoopLoad(0.0, 0.0, 0)

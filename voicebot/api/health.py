@@ -72,6 +72,7 @@ async def livekit_health(request: web.Request) -> web.Response:
             "event_loop": asdict(request.app[LOOP_MONITOR].snapshot()),
         },
         "sessions": {"live": len(supervisor.live()), "limit": supervisor.limit, **supervisor.counters},
+        "capacity": request.app[CLUSTER].capacity().to_json(),
         "livekit": livekit,
         "sip": sip,
         "redis": redis,

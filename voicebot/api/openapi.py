@@ -22,6 +22,7 @@ from voicebot.monitoring.history import (
     LatencyStats,
     MinuteBucket,
 )
+from voicebot.sessions.admission import Capacity, RefusalReason
 from voicebot.store.base import EndReason, SessionRecord, SessionState
 
 Schema = dict[str, Any]
@@ -205,6 +206,38 @@ OPS_SCHEMAS: dict[str, Schema] = {
     ),
 }
 
+CAPACITY: Schema = _record(
+    Capacity,
+    {
+        "process_id": {"type": "string", "description": "The process that answered."},
+        "limit": {"type": "integer", "minimum": 1, "description": "sessions.max_concurrent of this process."},
+        "live": {"type": "integer", "minimum": 0, "description": "Sessions live in this process now."},
+        "admitting": {"type": "boolean", "description": "Whether this process would take a new session now."},
+        "refusing_because": {
+            "enum": [*get_args(RefusalReason), "limit", None],
+            "description": "Why not: the loop's lag, its CPU, or the count limit; null while admitting.",
+        },
+        "loop_lag_ms": {
+            "type": "number",
+            "minimum": 0,
+            "description": "Event-loop lag, 90th percentile over `window_s`.",
+        },
+        "loop_cpu": {
+            "type": "number",
+            "minimum": 0,
+            "description": "The loop thread's share of a core over `window_s` (1.0: a whole core).",
+        },
+        "max_loop_lag_ms": {"type": "number", "description": "sessions.admission_max_loop_lag_ms (0: off)."},
+        "max_cpu": {"type": "number", "description": "sessions.admission_max_cpu (0: off)."},
+        "window_s": {"type": "number", "description": "sessions.admission_window_s."},
+        "refused_overloaded": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "New sessions refused for the measured load since the process started.",
+        },
+    },
+)
+
 HEALTH_REPORT: Schema = {
     "type": "object",
     "required": ["status"],
@@ -212,6 +245,7 @@ HEALTH_REPORT: Schema = {
         "status": {"enum": ["ok", "degraded", "unavailable"]},
         "process": {"type": "object"},
         "sessions": {"type": "object"},
+        "capacity": _schema("Capacity"),
         "livekit": {"type": "object"},
         "sip": {"type": "object"},
         "redis": {"type": "object"},
@@ -263,10 +297,11 @@ SCHEMAS: dict[str, Schema] = {
     },
     "SessionList": {
         "type": "object",
-        "required": ["sessions", "limit"],
+        "required": ["sessions", "limit", "capacity"],
         "properties": {
             "sessions": {"type": "array", "items": _schema("SessionRecord")},
             "limit": {"type": "integer", "description": "How many sessions this process may run at once."},
+            "capacity": _schema("Capacity"),
         },
     },
     "Transcript": {
@@ -340,6 +375,7 @@ SCHEMAS: dict[str, Schema] = {
         "required": ["event", "outcome"],
         "properties": {"event": {"type": "string"}, "outcome": {"type": "string"}},
     },
+    "Capacity": CAPACITY,
     "HealthReport": HEALTH_REPORT,
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     **OPS_SCHEMAS,

@@ -22,10 +22,14 @@ async def job_notification(request: web.Request) -> web.Response:
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    """Every live session, of whichever process runs it."""
+    """Every live session, of whichever process runs it, and the capacity of the process that answers."""
     sessions = await request.app[STATE].live_sessions()
     return web.json_response(
-        {"sessions": [s.to_json() for s in sessions], "limit": request.app[SUPERVISOR].limit}
+        {
+            "sessions": [s.to_json() for s in sessions],
+            "limit": request.app[SUPERVISOR].limit,
+            "capacity": request.app[CLUSTER].capacity().to_json(),
+        }
     )
 
 

@@ -77,15 +77,23 @@ class _Child:
 class EmbeddedServices:
     """The programs voicebot runs when no LiveKit URL is configured, started in order and stopped in reverse.
 
-    redis-server runs only when SIP is on and no [redis] url is configured (livekit-sip reaches
-    livekit-server only through Redis); livekit-server sends its webhooks to `webhook_url`.
+    redis-server runs only when no [redis] url is configured and SIP is on (livekit-sip reaches
+    livekit-server only through Redis) or `shared_state` asks for it (`serve --workers`: the workers share
+    their state there); livekit-server sends its webhooks to `webhook_url`.
     """
 
-    def __init__(self, settings: Settings, *, webhook_url: str, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        webhook_url: str,
+        backoff: Backoff | None = None,
+        shared_state: bool = False,
+    ) -> None:
         lk, sip = settings.livekit, settings.sip
         self.redis: EmbeddedRedis | None = None
         redis = settings.redis.address
-        if sip.enabled and not settings.redis.url:
+        if (sip.enabled or shared_state) and not settings.redis.url:
             self.redis = EmbeddedRedis(sip.redis_port)
             redis = self.redis.address
         self.livekit = EmbeddedLiveKitServer.from_settings(

@@ -17,7 +17,14 @@ import structlog
 from livekit import api
 
 from voicebot.config import AgentDefinition, Settings
-from voicebot.errors import LiveKitUnavailable, SessionLimitReached, StateUnavailable, UnknownAgent
+from voicebot.errors import (
+    LiveKitUnavailable,
+    Overloaded,
+    SessionLimitReached,
+    StateUnavailable,
+    UnknownAgent,
+)
+from voicebot.sessions.admission import Admission, Capacity, always_admit
 from voicebot.sessions.session import SessionInfo
 from voicebot.store.base import (
     EndReason,
@@ -93,8 +100,11 @@ class Cluster:
         livekit: RoomLookup,
         *,
         takes_over: bool,
+        admission: Admission | None = None,
     ) -> None:
         self._settings = settings
+        self.admission = admission or Admission(settings.sessions, always_admit)
+        """This process's measured load, judged; an overloaded process advertises no free capacity."""
         self._store = store
         self._supervisor = supervisor
         self._livekit = livekit
@@ -104,6 +114,7 @@ class Cluster:
         self._beat_s = settings.redis.heartbeat_s
         self._tasks: list[asyncio.Task[None]] = []
         self._state_ok_since: float | None = None
+        self._advertised: int | None = None
 
     async def start(self) -> None:
         """Announce this process and start its background work."""
@@ -125,12 +136,41 @@ class Cluster:
                 await task
 
     async def place(self, room_name: str) -> Placement:
-        """The process that runs the room's agent; raises SessionLimitReached when every one is full."""
+        """The process that runs the room's agent; raises SessionLimitReached when every one is full,
+        Overloaded when this process is too busy and no other has room."""
+        refusal = self.admission.refusal()
+        if self._flipped(self._capacity(refusal)):
+            # Placement weighs the capacity each process last advertised: say at once that this one has
+            # none (or has again), rather than leave it to the next heartbeat.
+            await self._beat()
         placement = await self._store.place(room_name, self.process_id, self._lease_ttl_s)
         if placement is None:
+            if refusal is not None:
+                self.admission.refused += 1
+                load = self.admission.load()
+                log.warning(
+                    "session_refused",
+                    reason=refusal,
+                    loop_lag_ms=load.lag_ms,
+                    loop_cpu=load.cpu,
+                    room=room_name,
+                )
+                raise Overloaded(refusal)
             sessions = self._settings.sessions
             raise SessionLimitReached(sessions.max_concurrent)
         return placement
+
+    def capacity(self) -> Capacity:
+        """This process's limit, live sessions, measured load and whether it admits new sessions now."""
+        return self.admission.capacity(self.process_id, len(self._supervisor.live()))
+
+    def _capacity(self, refusal: str | None) -> int:
+        """What this process advertises: its limit, or nothing while its load refuses new sessions."""
+        return 0 if refusal is not None else self._supervisor.limit
+
+    def _flipped(self, capacity: int) -> bool:
+        """Whether `capacity` admits where the last heartbeat refused, or the other way round."""
+        return self._advertised is not None and (capacity == 0) != (self._advertised == 0)
 
     async def release(self, room_name: str, process_id: str) -> None:
         """Give back a placement that was not used."""
@@ -201,7 +241,14 @@ class Cluster:
                 await asyncio.sleep(0.1)
 
     async def _beat(self) -> None:
-        await self._store.heartbeat(self.process_id, self._supervisor.limit, self._lease_ttl_s)
+        refusal = self.admission.refusal()
+        capacity = self._capacity(refusal)
+        await self._store.heartbeat(self.process_id, capacity, self._lease_ttl_s)
+        if self._flipped(capacity):
+            load = self.admission.load()
+            event = "admission_paused" if refusal else "admission_resumed"
+            log.warning(event, reason=refusal, loop_lag_ms=load.lag_ms, loop_cpu=load.cpu)
+        self._advertised = capacity
         if self._state_ok_since is None:
             self._state_ok_since = time.monotonic()
             log.info("state_reachable", process=self.process_id)

@@ -1,0 +1,96 @@
+"""A process whose event loop runs late refuses new sessions with 503 at_capacity, and admits again after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from tests.conftest import changed, eventually
+from tests.integration.test_session_limits import ScriptedPipelines
+from voicebot.api.app_keys import SUPERVISOR
+from voicebot.app import create_app
+from voicebot.config import Settings
+from voicebot.livekit import LiveKitGateway
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[Any, Any]
+
+
+class LoopBurner:
+    """Blocks the running loop for `block_s` in a callback, over and over, until stopped: what a session
+    doing CPU work on the loop, or too many sessions, would do to everyone else."""
+
+    def __init__(self, block_s: float = 0.2, every_s: float = 0.02) -> None:
+        self._block_s = block_s
+        self._every_s = every_s
+        self._handle: asyncio.TimerHandle | None = None
+        self.burns = 0
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._burn)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _burn(self) -> None:
+        time.sleep(self._block_s)  # a plain callback, not a coroutine: it blocks the loop on purpose
+        self.burns += 1
+        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._burn)
+
+
+async def capacity(client: Client) -> dict[str, Any]:
+    response = await client.get("/api/livekit/health")
+    report: dict[str, Any] = await response.json()
+    return dict(report["capacity"])
+
+
+async def test_a_slow_loop_refuses_create_room_with_at_capacity_and_admits_again_once_it_recovers(
+    aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
+) -> None:
+    quick = changed(settings, "sessions", admission_window_s=2.0, admission_max_loop_lag_ms=50.0)
+    client = await aiohttp_client(create_app(quick, pipelines=ScriptedPipelines()))
+    supervisor = client.app[SUPERVISOR]
+    rooms_before = set(await livekit.room_names())
+    burner = LoopBurner()
+    burner.start()
+    try:
+
+        async def refusing() -> bool:
+            return (await capacity(client))["admitting"] is False
+
+        await eventually(refusing, 20, "the burnt loop to stop admitting")
+        refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+        refused_body = await refused.json()
+        listed = await client.get("/api/sessions")
+        listed_body = await listed.json()
+    finally:
+        burner.stop()
+
+    assert burner.burns > 0
+    assert refused.status == 503
+    assert refused_body["error"]["code"] == "at_capacity"
+    assert refused.headers["Retry-After"] == str(quick.sessions.retry_after_s)
+    assert set(await livekit.room_names()) - rooms_before == set(), "a refused create-room made a room"
+    assert supervisor.live() == []
+    assert listed_body["capacity"]["admitting"] is False
+    assert listed_body["capacity"]["refusing_because"] == "loop_lag"
+    assert listed_body["capacity"]["loop_lag_ms"] > 50.0
+    assert listed_body["capacity"]["refused_overloaded"] == 1
+
+    async def admitting() -> bool:
+        return (await capacity(client))["admitting"] is True
+
+    await eventually(admitting, 20, "admission to recover once the loop is free")
+    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert created.status == 200, await created.text()
+    room = (await created.json())["room_name"]
+    assert supervisor.session(room) is not None
+    await client.delete(f"/api/sessions/{room}")
