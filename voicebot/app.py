@@ -37,7 +37,6 @@ from voicebot.api.paths import WEBHOOK_PATH
 from voicebot.config import Settings
 from voicebot.embedded.runner import LOOPBACK
 from voicebot.embedded.services import EmbeddedServices
-from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.loop_monitor import LoopMonitor
 from voicebot.monitoring.history import SessionHistory
@@ -125,7 +124,7 @@ async def _start_services(
     )
     stack.push_async_callback(gateway.close)
     if embedded is not None:
-        stack.push_async_callback(_close_rooms, gateway)
+        stack.push_async_callback(gateway.close_every_room)
     sip_server = embedded.sip if embedded is not None else None
     embedded_redis = embedded.redis_address if embedded is not None else None
     if embedded_redis is not None:
@@ -207,15 +206,3 @@ async def _start_services(
         process=cluster.process_id,
         state="redis" if isinstance(store, RedisStore) else "memory",
     )
-
-
-async def _close_rooms(gateway: LiveKitGateway) -> None:
-    """Close every room of an embedded server about to stop, so people see the call end, not a reconnect."""
-    try:
-        names = await gateway.room_names()
-        for name in names:
-            await gateway.delete_room(name)
-    except LiveKitUnavailable as exc:
-        log.warning("rooms_not_closed", reason=str(exc))
-    else:
-        log.info("rooms_closed", rooms=len(names))

@@ -10,10 +10,13 @@ from datetime import timedelta
 from typing import Literal, TypeVar
 
 import aiohttp
+import structlog
 from google.protobuf.duration_pb2 import Duration
 from livekit import api
 
 from voicebot.errors import DialFailed, LiveKitUnavailable
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 ParticipantKind = Literal["standard", "egress", "ingress", "sip", "agent"]
@@ -89,6 +92,18 @@ class LiveKitGateway:
         request = api.ListRoomsRequest(names=only or [])
         response = await self._call("list rooms", self._api.room.list_rooms(request))
         return {room.name for room in response.rooms}
+
+    async def close_every_room(self) -> None:
+        """Delete every room of a server about to stop, so people see the call end, not a reconnect;
+        logged, never raised."""
+        try:
+            names = await self.room_names()
+            for name in names:
+                await self.delete_room(name)
+        except LiveKitUnavailable as exc:
+            log.warning("rooms_not_closed", reason=str(exc))
+        else:
+            log.info("rooms_closed", rooms=len(names))
 
     async def participants(self, room_name: str) -> list[api.ParticipantInfo]:
         """Everyone in the room now, as the server describes them."""

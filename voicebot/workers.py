@@ -19,7 +19,6 @@ from voicebot.config import ConfigError, Settings
 from voicebot.embedded.redis_server import EmbeddedRedis
 from voicebot.embedded.runner import LOOPBACK, orphan_proof
 from voicebot.embedded.services import Backoff, EmbeddedServices
-from voicebot.errors import LiveKitUnavailable
 from voicebot.livekit import LiveKitGateway
 from voicebot.shutdown import StopSignals
 
@@ -227,11 +226,7 @@ class Workers:
         lk = self._settings.livekit
         gateway = LiveKitGateway(url, lk.api_key, lk.api_secret, request_timeout_s=lk.request_timeout_s)
         try:
-            names = await gateway.room_names()
-            for name in names:
-                await gateway.delete_room(name)
-        except LiveKitUnavailable as exc:
-            log.warning("rooms_not_closed", reason=str(exc))
+            await gateway.close_every_room()
         finally:
             await gateway.close()
 
