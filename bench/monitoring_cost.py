@@ -3,11 +3,11 @@
 Two `voicebot serve` processes against one livekit-server, side by side in one run: "on" serves /metrics
 (scraped every few seconds, as a Prometheus would) and exports every span to a real OTLP/HTTP receiver in
 this process; "off" has `[metrics] enabled = false` and no OTLP endpoint. Create-room requests alternate
-between the two; then each holds calls of voice turns (the client speaks Reception's phrases, and the turn
-runs from the end of its speech to the reply's first audio), in the order on, off, off, on so that drift
-over the run falls on both alike. Target: the p50s differ by under 5%.
+between the two; then each holds --calls calls of --turns voice turns (the client speaks Reception's
+phrases, and the turn runs from the end of its speech to the reply's first audio), the calls alternating
+on, off, off, on, ... so that drift over the run falls on both alike. Target: the p50s differ by under 5%.
 
-    .venv/bin/python -m bench.monitoring_cost [--rooms 30] [--turns 8]
+    .venv/bin/python -m bench.monitoring_cost [--rooms 30] [--calls 6] [--turns 4]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ async def scraping(http: aiohttp.ClientSession, base: str) -> AsyncIterator[list
             await task
 
 
-async def run(rooms: int, turns: int) -> dict[str, Any]:
+async def run(rooms: int, calls: int, turns: int) -> dict[str, Any]:
     create: dict[str, list[float]] = {system: [] for system in SYSTEMS}
     turn: dict[str, list[float]] = {system: [] for system in SYSTEMS}
     receiver: OtlpReceiver
@@ -111,17 +111,19 @@ async def run(rooms: int, turns: int) -> dict[str, Any]:
             for system in SYSTEMS:
                 create[system].append(await create_room_ms(http, bases[system]))
                 await asyncio.sleep(0.2)
-        for system in ("on", "off", "off", "on"):
-            turn[system].extend(await call_turns(http, bases[system], max(1, turns // 2)))
+        for call in range(calls):
+            for system in SYSTEMS if call % 2 == 0 else reversed(SYSTEMS):
+                turn[system].extend(await call_turns(http, bases[system], turns))
         await asyncio.sleep(6)  # the batch exporter sends every 5 s
         spans = len(receiver.spans)
-    result: dict[str, Any] = {"unit": "ms", "rooms": rooms, "turns": turns}
+    result: dict[str, Any] = {"unit": "ms", "rooms": rooms, "calls": calls, "turns_per_call": turns}
     for name, series in (("create_room", create), ("turn", turn)):
         on_stats, off_stats = summary(series["on"]), summary(series["off"])
         result[name] = {
             "on": on_stats,
             "off": off_stats,
             "p50_difference_percent": round((on_stats["p50"] - off_stats["p50"]) / off_stats["p50"] * 100, 1),
+            "samples": {system: [round(value, 1) for value in series[system]] for system in SYSTEMS},
         }
     result["spans_exported"] = spans
     result["scrapes"] = len(scraped)
@@ -135,10 +137,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rooms", type=int, default=30)
-    parser.add_argument("--turns", type=int, default=8, help="turns per system (two calls each)")
+    parser.add_argument("--calls", type=int, default=6, help="calls per system")
+    parser.add_argument("--turns", type=int, default=4, help="turns per call")
     args = parser.parse_args()
     started = time.monotonic()
-    result = asyncio.run(run(args.rooms, args.turns))
+    result = asyncio.run(run(args.rooms, args.calls, args.turns))
     result["run_s"] = round(time.monotonic() - started)
     path = write_result("monitoring_cost", result)
     print(f"\nmonitoring on (metrics scraped, every span exported) vs off, ms p50 / p95 ({args.rooms} rooms)")
