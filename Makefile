@@ -50,6 +50,7 @@ test: install system-packages test-system-packages livekit-server livekit-sip ve
 bench: install system-packages test-system-packages livekit-server livekit-sip
 	$(PY) -m bench.join_latency
 	$(PY) -m bench.memory
+	$(PY) -m bench.density
 	$(PY) -m bench.voice_latency
 	$(PY) -m bench.takeover
 	$(PY) -m bench.first_word
