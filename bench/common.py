@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -75,6 +77,8 @@ async def voicebot_process(
 @asynccontextmanager
 async def standard_worker(server: EmbeddedLiveKitServer) -> AsyncIterator[asyncio.subprocess.Process]:
     """bench/standard_worker.py registered with `server`: prod mode, process executor, warm idle processes."""
+    # A group of its own: livekit-agents' job processes (a forkserver and its resource tracker) outlive the
+    # worker's SIGTERM, and were left running after every benchmark until the group was killed as well.
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "bench" / "standard_worker.py"),
@@ -82,11 +86,14 @@ async def standard_worker(server: EmbeddedLiveKitServer) -> AsyncIterator[asynci
         env=livekit_env(server),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        process_group=0,
     )
     try:
         yield process
     finally:
         await _stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
