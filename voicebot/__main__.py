@@ -8,8 +8,10 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -138,34 +140,33 @@ def _token(settings: Settings, room: str, identity: str, ttl_s: int | None) -> s
 
 def _serve_workers(settings: Settings, count: int, config_path: Path) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
-    log = structlog.get_logger("voicebot")
-    host, port = settings.server.host, settings.server.port
     grace_s = settings.sessions.drain_timeout_s + HTTP_SHUTDOWN_TIMEOUT_S + STOP_MARGIN_S
-    try:
-        return asyncio.run(run_workers(settings, count, config_path, grace_s))
-    except EmbeddedProgramError as exc:
-        log.error("embedded_program_failed", program=exc.program, reason=str(exc))
-        print(f"voicebot: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:
-        print(f"voicebot: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"voicebot: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
+    # The parent's own failures to start a worker come as RuntimeError, and are said in one line too.
+    return _exit_code(run_workers(settings, count, config_path, grace_s), settings, also=(RuntimeError,))
 
 
 def _serve(settings: Settings, *, worker: bool = False) -> int:
     from voicebot.app import create_app
 
     configure_logging(settings.logging.level, settings.logging.format)
-    log = structlog.get_logger("voicebot")
+    return _exit_code(_run(create_app(settings), settings, worker=worker), settings)
+
+
+def _exit_code(
+    main: Coroutine[Any, Any, int], settings: Settings, *, also: tuple[type[Exception], ...] = ()
+) -> int:
+    """Run `main` to its exit code; a child program that fails or a port that cannot be had is one line
+    on stderr and exit code 1, not a traceback."""
     host, port = settings.server.host, settings.server.port
-    app = create_app(settings)
     try:
-        return asyncio.run(_run(app, settings, worker=worker))
+        return asyncio.run(main)
     except EmbeddedProgramError as exc:
-        log.error("embedded_program_failed", program=exc.program, reason=str(exc))
+        structlog.get_logger("voicebot").error(
+            "embedded_program_failed", program=exc.program, reason=str(exc)
+        )
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 1
+    except also as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
