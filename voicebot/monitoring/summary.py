@@ -5,24 +5,15 @@ No transcript, phone number or key pressed reaches it: only counts, latencies an
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from voicebot.logs import mask_numbers
 from voicebot.monitoring.events import ProviderError, ProviderUsage, SessionEnd, SessionLabels, TurnTiming
+from voicebot.monitoring.history import latency_stats
 
 log = structlog.get_logger(__name__)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """The nearest-rank percentile (`fraction` 0.5 for p50) of `values`; None when there are none."""
-    if not values:
-        return None
-    ranked = sorted(values)
-    return ranked[max(0, math.ceil(fraction * len(ranked)) - 1)]
 
 
 @dataclass
@@ -93,6 +84,7 @@ class SessionSummaries:
 
     def session_ended(self, session: SessionLabels, end: SessionEnd) -> None:
         call = self._calls.pop(session.session_id, None) or _Call()
+        e2e = latency_stats(call.e2e_s)
         log.info(
             "session_summary",
             session=session.session_id,
@@ -105,8 +97,8 @@ class SessionSummaries:
             turns=call.turns,
             agent_join_s=_rounded(call.agent_join_s),
             first_word_s=_rounded(call.first_word_s),
-            e2e_p50_s=_rounded(percentile(call.e2e_s, 0.5)),
-            e2e_p95_s=_rounded(percentile(call.e2e_s, 0.95)),
+            e2e_p50_s=_rounded(e2e["p50"]),
+            e2e_p95_s=_rounded(e2e["p95"]),
             stt_audio_s=round(call.stt_audio_s, 3),
             tts_characters=call.tts_characters,
             tts_audio_s=round(call.tts_audio_s, 3),
