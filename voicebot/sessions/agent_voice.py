@@ -29,9 +29,9 @@ NUM_CHANNELS = 1
 class AgentVoice:
     """The agent's audio output, published now; `heard` resolves when a participant subscribes to it."""
 
-    def __init__(self, room: rtc.Room) -> None:
+    def __init__(self, room: rtc.Room, published: asyncio.Event | None = None) -> None:
         self._room = room
-        self.published = asyncio.Event()
+        self.published = published or asyncio.Event()
         """Set once the server has accepted the track."""
         # The agent publishes nothing else, so the first local publication is its voice.
         room.on("local_track_published", self._on_published)

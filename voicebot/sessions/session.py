@@ -6,7 +6,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,7 +53,6 @@ SIP_CALL_STATUS = "sip.callStatus"
 _CLOSES_OWN_ROOM: frozenset[EndReason] = frozenset({"call_ended", "failed", "max_duration", "nobody_joined"})
 # How often the server is asked whether it lists the agent's voice yet (usually once or twice).
 VOICE_CONFIRM_INTERVAL_S = 0.01
-VOICE_CONFIRM_TRIES = 100
 # The store's pool of outbound calls in progress (sip.max_outbound_concurrent), one place per room.
 OUTBOUND_CALL_POOL = "outbound_calls"
 
@@ -138,9 +136,8 @@ class RoomSession:
         self._max_provider_errors = max_provider_errors
         self._max_duration_s = max_duration_s
         self._unjoined_timeout_s = unjoined_timeout_s
-        self.voice_ready = asyncio.Event()
-        """Set once the server lists the agent's voice, or the session has ended without it."""
-        self._confirming_voice: asyncio.Task[None] | None = None
+        self._voice_published = asyncio.Event()
+        """Set once the server has accepted the agent's voice, or the session has ended without it."""
         self._call_answered = asyncio.Event()
         self._person_arrived = asyncio.Event()
         self._ending = _Ending()
@@ -194,9 +191,8 @@ class RoomSession:
                 )
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
             self._observer.agent_joined(self.labels, self._since_requested())
-            voice = AgentVoice(room)
+            voice = AgentVoice(room, published=self._voice_published)
             voice.output.on("playback_started", self._on_playback_started)
-            self._confirming_voice = asyncio.create_task(self._confirm_voice(voice), name="confirm-voice")
             voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
             # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
             voice.heard.add_done_callback(self._on_heard)
@@ -238,19 +234,20 @@ class RoomSession:
             await self._leave(room, session, voice)
         return self.info
 
-    async def _confirm_voice(self, voice: AgentVoice) -> None:
+    async def voice_listed(self) -> bool:
+        """Wait until the server lists the agent's voice to whoever joins; False if the session ended first
+        or the server cannot be asked (the voice is published all the same)."""
         # The SDK reports the track published when the server has accepted it, a few ms before the server
         # lists it to a client that joins: only the server's own word makes that join find it.
-        await voice.published.wait()
+        await self._voice_published.wait()
         try:
-            for _ in range(VOICE_CONFIRM_TRIES):
+            while self.info.state != "ended":
                 if await self._livekit.has_audio_track(self.info.room_name, self.info.identity):
-                    break
+                    return True
                 await asyncio.sleep(VOICE_CONFIRM_INTERVAL_S)
         except LiveKitUnavailable as exc:
-            # Nobody should wait for a confirmation that cannot come; the track is published all the same.
             self._log.warning("voice_not_confirmed", reason=str(exc))
-        self.voice_ready.set()
+        return False
 
     def _greet(self, session: AgentSession[None], text: str) -> None:
         session.say(text, audio=self._greetings.audio(self.agent.id, text, self._pipeline.tts))
@@ -444,11 +441,7 @@ class RoomSession:
         info.state = "ended"
         info.ended_at = time.time()
         # Whoever waits for the voice must not wait for a session that is over.
-        self.voice_ready.set()
-        if self._confirming_voice is not None:
-            self._confirming_voice.cancel()
-            with suppress(asyncio.CancelledError, LiveKitUnavailable):
-                await self._confirming_voice
+        self._voice_published.set()
         try:
             if session is not None:
                 await session.aclose()

@@ -132,10 +132,9 @@ class SessionSupervisor:
             return False
         try:
             async with asyncio.timeout(within_s):
-                await session.voice_ready.wait()
+                return await session.voice_listed()
         except TimeoutError:
             return False
-        return session.info.state != "ended"
 
     async def start(
         self,
