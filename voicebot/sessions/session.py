@@ -490,7 +490,8 @@ class RoomSession:
 
     async def _hang_up(self, room: rtc.Room) -> None:
         """Remove the phone callers: livekit-sip ends their calls with a BYE."""
-        for participant in room.remote_participants.values():
+        # A copy: each removal lets the room's own events run, and one of them drops the caller from the dict.
+        for participant in list(room.remote_participants.values()):
             if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
                 await self._livekit.remove_participant(self.info.room_name, participant.identity)
                 self._log.info("call_hung_up", caller=mask_phone(participant.identity))
