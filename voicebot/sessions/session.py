@@ -55,6 +55,8 @@ _CLOSES_OWN_ROOM: frozenset[EndReason] = frozenset({"call_ended", "failed", "max
 VOICE_CONFIRM_INTERVAL_S = 0.01
 # The store's pool of outbound calls in progress (sip.max_outbound_concurrent), one place per room.
 OUTBOUND_CALL_POOL = "outbound_calls"
+# Silero's VAD, pocketsphinx and Moonshine all listen at 16 kHz (RoomIO's default is 24 kHz).
+LISTEN_SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -214,6 +216,9 @@ class RoomSession:
                         # Text on lk.chat would reach the LLM unheard and unchecked by the voice path;
                         # an agent takes it only when its config says text_input = true.
                         text_input=self.agent.text_input,
+                        # The rate the VAD and the offline recognisers run at: the SDK's native stream
+                        # resamples once, instead of Silero resampling every window in Python.
+                        audio_input=room_io.AudioInputOptions(sample_rate=LISTEN_SAMPLE_RATE),
                     ),
                 )
                 caption_from_the_start(session)
