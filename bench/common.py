@@ -54,16 +54,23 @@ def livekit_env(server: EmbeddedLiveKitServer, **extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def voicebot_process(
-    server: EmbeddedLiveKitServer, *, port: int | None = None, log_name: str = "voicebot.log", **env: str
+    server: EmbeddedLiveKitServer,
+    *,
+    port: int | None = None,
+    log_name: str = "voicebot.log",
+    config: Path | str | None = None,
+    **env: str,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m voicebot serve` against `server` on `port` (a free one when not given); yields the process
-    and its base URL. Its log goes to bench/results/`log_name`."""
+    """`python -m voicebot serve` against `server` on `port` (a free one when not given), with `config`
+    (default: the shipped config.toml); yields the process and its base URL. Its log goes to
+    bench/results/`log_name`."""
     port = port or free_port()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    config_args = ["--config", str(config)] if config is not None else []
     # voicebot's own log stays beside the results, for when a number looks wrong.
     with (RESULTS / log_name).open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voicebot", "serve", "--port", str(port),
+            sys.executable, "-m", "voicebot", "serve", *config_args, "--port", str(port),
             cwd=ROOT, env=livekit_env(server, **env), stdout=asyncio.subprocess.PIPE, stderr=log_file,
         )  # fmt: skip
     assert process.stdout is not None
