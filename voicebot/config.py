@@ -223,11 +223,11 @@ class ProviderChoice:
     provider: str = "auto"
     model: str = ""
     voice: str = ""
-    """TTS voice: an espeak-ng voice for the offline TTS, a voice id for ElevenLabs."""
+    """TTS voice: an espeak-ng voice for the offline TTS, a voice id for ElevenLabs (Piper has one voice)."""
     base_url: str = ""
     """OpenAI-compatible LLM endpoint (Ollama, vLLM)."""
     speed_wpm: int = 175
-    """Speaking rate of the offline TTS, in words per minute."""
+    """Speaking rate of the offline TTS (espeak-ng or Piper), in words per minute."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ PROVIDER_ENV = {
     "openai_api_key": "OPENAI_API_KEY",
 }
 STT_PROVIDERS = ("auto", "offline", "deepgram")
-TTS_PROVIDERS = ("auto", "offline", "elevenlabs")
+TTS_PROVIDERS = ("auto", "offline", "elevenlabs", "piper", "espeak")
 LLM_PROVIDERS = ("rules", "openai")
 DTMF_DIGITS = frozenset("0123456789*#")
 # A destination prefix: "+" and the leading digits of E.164 numbers (at most 15 digits).

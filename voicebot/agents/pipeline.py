@@ -51,7 +51,7 @@ class ProviderPipelineFactory:
         # Building the offline STT reads pocketsphinx's 135k-word dictionary the first time: not on the loop.
         speech_to_text = await asyncio.to_thread(self._stt, agent)
         return Pipeline(
-            stt=speech_to_text, llm=self._llm(agent), tts=self._tts(agent), vad=await self._vad(agent)
+            stt=speech_to_text, llm=self._llm(agent), tts=await self._tts(agent), vad=await self._vad(agent)
         )
 
     def _stt(self, agent: AgentDefinition) -> stt.STT[Any]:
@@ -69,7 +69,7 @@ class ProviderPipelineFactory:
         phrases = [phrase for rule in agent.rules for phrase in rule.phrases]
         return SphinxSTT(phrases=phrases, language=agent.language)
 
-    def _tts(self, agent: AgentDefinition) -> tts.TTS[Any]:
+    async def _tts(self, agent: AgentDefinition) -> tts.TTS[Any]:
         choice = agent.tts.provider
         if choice == "elevenlabs" or (choice == "auto" and self._keys.eleven_api_key):
             from livekit.agents import NOT_GIVEN
@@ -79,6 +79,13 @@ class ProviderPipelineFactory:
             # Unset options keep the plugin's own defaults.
             voice.update_options(voice_id=agent.tts.voice or NOT_GIVEN, model=agent.tts.model or NOT_GIVEN)
             return voice
+        if choice == "piper":
+            from voicebot.providers.piper_tts import PiperTTS, shared_voice
+
+            # The voice loads once per process (0.3 s of CPU, off the loop): here, not in the first reply.
+            await shared_voice()
+            return PiperTTS(speed_wpm=agent.tts.speed_wpm)
+        # "espeak", and "offline" or "auto" without an ElevenLabs key.
         from voicebot.providers.espeak_tts import EspeakTTS
 
         return EspeakTTS(voice=agent.tts.voice or "en-us", speed_wpm=agent.tts.speed_wpm)
