@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from livekit.agents import llm, stt, tts, vad
@@ -40,8 +41,9 @@ class PipelineFactory(Protocol):
 class ProviderPipelineFactory:
     """Cloud providers when their keys are set, the offline pipeline otherwise."""
 
-    def __init__(self, keys: ProviderKeys) -> None:
+    def __init__(self, keys: ProviderKeys, *, models_dir: Path) -> None:
         self._keys = keys
+        self._models_dir = models_dir
         # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
         self._vads: dict[tuple[float, float], vad.VAD] = {}
         self._vad_lock = asyncio.Lock()
