@@ -376,7 +376,7 @@ PROVIDER_ENV = {
     "eleven_api_key": "ELEVEN_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
 }
-STT_PROVIDERS = ("auto", "offline", "deepgram")
+STT_PROVIDERS = ("auto", "offline", "pocketsphinx", "moonshine", "deepgram")
 TTS_PROVIDERS = ("auto", "offline", "elevenlabs")
 LLM_PROVIDERS = ("rules", "openai")
 DTMF_DIGITS = frozenset("0123456789*#")

@@ -370,3 +370,11 @@ def test_a_models_dir_from_memory_or_the_environment_is_relative_to_the_working_
 def test_an_empty_models_dir_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"models\.dir"):
         parse_settings(raw(models={"dir": ""}), {})
+
+
+def test_moonshine_and_pocketsphinx_are_stt_providers_by_name() -> None:
+    for provider in ("moonshine", "pocketsphinx", "auto", "offline", "deepgram"):
+        document = raw(agents=[{"id": "a", "name": "A", "stt": {"provider": provider}}])
+        agent = parse_settings(document, {}).agent("a")
+        assert agent is not None
+        assert agent.stt.provider == provider

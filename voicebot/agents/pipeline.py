@@ -50,7 +50,8 @@ class ProviderPipelineFactory:
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
-        # Building the offline STT reads pocketsphinx's 135k-word dictionary the first time: not on the loop.
+        # The first offline STT built reads pocketsphinx's 135k-word dictionary or loads Moonshine's model:
+        # not on the loop.
         speech_to_text = await asyncio.to_thread(self._stt, agent)
         return Pipeline(
             stt=speech_to_text, llm=self._llm(agent), tts=self._tts(agent), vad=await self._vad(agent)
@@ -66,6 +67,11 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 api_key=self._keys.deepgram_api_key,
             )
+        if choice == "moonshine":
+            from voicebot.providers.moonshine_stt import MoonshineSTT
+
+            return MoonshineSTT(models_dir=self._models_dir, language=agent.language)
+        # "pocketsphinx", "offline", and "auto" without a Deepgram key.
         from voicebot.providers.sphinx_stt import SphinxSTT
 
         phrases = [phrase for rule in agent.rules for phrase in rule.phrases]
