@@ -67,6 +67,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.browser_latency
 	$(PY) -m bench.monitoring_cost
 	$(PY) -m bench.piper_tts
+	$(PY) -m bench.moonshine_stt
 
 check: lint typecheck
 

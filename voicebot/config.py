@@ -29,6 +29,8 @@ ENV_PREFIX = "VOICEBOT_"
 # Measured on a 2-core machine: a session costs about 13% of a core, and one loop runs into trouble past 6-8
 # sessions; 6 a core leaves headroom for a session's start and a burst of speech. See "Capacity" in README.
 SESSIONS_PER_CORE = 6
+# Where `make models` puts the offline models, relative to the checkout (and config.toml).
+DEFAULT_MODELS_DIR = ".cache/models"
 
 
 def default_max_concurrent(cores: int | None = None) -> int:
@@ -193,6 +195,20 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """Where the offline models that `make models` fetches are found."""
+
+    dir: str = DEFAULT_MODELS_DIR
+    """Directory holding moonshine-tiny/ and the like. Relative to config.toml's directory when it comes from
+    the file; from VOICEBOT_MODELS_DIR or settings not read from a file, relative to the working directory."""
+
+    @property
+    def path(self) -> Path:
+        """`dir` as a path."""
+        return Path(self.dir)
+
+
+@dataclass(frozen=True)
 class ProviderKeys:
     """Cloud provider keys, read only from the environment and never logged."""
 
@@ -334,6 +350,7 @@ class Settings:
     providers: ProviderKeys = field(default_factory=ProviderKeys)
     sip: SipSettings = field(default_factory=SipSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
     agents: tuple[AgentDefinition, ...] = ()
     source: str = "<defaults>"
 
@@ -351,6 +368,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sessions": SessionSettings,
     "telemetry": TelemetrySettings,
     "metrics": MetricsSettings,
+    "models": ModelSettings,
 }
 # Provider keys come from the variables their own SDKs read, never from the file.
 PROVIDER_ENV = {
@@ -358,7 +376,7 @@ PROVIDER_ENV = {
     "eleven_api_key": "ELEVEN_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
 }
-STT_PROVIDERS = ("auto", "offline", "deepgram")
+STT_PROVIDERS = ("auto", "offline", "pocketsphinx", "moonshine", "deepgram")
 TTS_PROVIDERS = ("auto", "offline", "elevenlabs", "piper", "espeak")
 LLM_PROVIDERS = ("rules", "openai")
 DTMF_DIGITS = frozenset("0123456789*#")
@@ -380,11 +398,20 @@ def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
         raise ConfigError(str(path), "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML ({exc})") from None
-    return parse_settings(raw, environ, source=str(path))
+    return parse_settings(raw, environ, source=str(path), config_dir=path.parent)
 
 
-def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Settings:
-    """Build validated settings from a parsed TOML document and the environment."""
+def parse_settings(
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    source: str = "<memory>",
+    config_dir: Path | None = None,
+) -> Settings:
+    """Build validated settings from a parsed TOML document and the environment.
+
+    `config_dir` is where the document was read from: relative paths in it are resolved against it
+    (against the working directory when it is None).
+    """
     unknown = set(raw) - set(_SECTIONS) - {"agents", "sip"}
     if unknown:
         raise ConfigError(
@@ -392,6 +419,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
         )
     sections = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in _SECTIONS.items()}
     sections["telemetry"] = _otel_environment(sections["telemetry"], environ)
+    sections["models"] = _models_dir(sections["models"], environ, config_dir)
     settings = Settings(
         **sections,
         providers=ProviderKeys(**{key: environ.get(env, "") for key, env in PROVIDER_ENV.items()}),
@@ -435,6 +463,17 @@ def _otel_environment(telemetry: TelemetrySettings, environ: Mapping[str, str]) 
         endpoint = environ[OTEL_ENDPOINT].strip().rstrip("/") + "/v1/traces"
     service_name = environ.get(OTEL_SERVICE_NAME, "").strip() or telemetry.service_name
     return dataclasses.replace(telemetry, traces_endpoint=endpoint, service_name=service_name)
+
+
+def _models_dir(models: ModelSettings, environ: Mapping[str, str], config_dir: Path | None) -> ModelSettings:
+    """`dir` made absolute once, so nothing depends on the working directory of whoever reads it later."""
+    if not models.dir.strip():
+        raise ConfigError("models.dir", "must name a directory, e.g. .cache/models")
+    from_env = f"{ENV_PREFIX}MODELS_DIR" in environ
+    # A path in config.toml means the same wherever voicebot is started from; one typed in a shell, the
+    # directory it was typed in.
+    base = Path.cwd() if from_env or config_dir is None else config_dir.resolve()
+    return dataclasses.replace(models, dir=str(base / Path(models.dir).expanduser()))
 
 
 def _sip(table: Any, environ: Mapping[str, str]) -> SipSettings:

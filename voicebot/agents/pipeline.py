@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from livekit.agents import llm, stt, tts, vad
@@ -40,15 +41,17 @@ class PipelineFactory(Protocol):
 class ProviderPipelineFactory:
     """Cloud providers when their keys are set, the offline pipeline otherwise."""
 
-    def __init__(self, keys: ProviderKeys) -> None:
+    def __init__(self, keys: ProviderKeys, *, models_dir: Path) -> None:
         self._keys = keys
+        self._models_dir = models_dir
         # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
         self._vads: dict[tuple[float, float], vad.VAD] = {}
         self._vad_lock = asyncio.Lock()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
-        # Building the offline STT reads pocketsphinx's 135k-word dictionary the first time: not on the loop.
+        # The first offline STT built reads pocketsphinx's 135k-word dictionary or loads Moonshine's model:
+        # not on the loop.
         speech_to_text = await asyncio.to_thread(self._stt, agent)
         return Pipeline(
             stt=speech_to_text, llm=self._llm(agent), tts=await self._tts(agent), vad=await self._vad(agent)
@@ -64,6 +67,11 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 api_key=self._keys.deepgram_api_key,
             )
+        if choice == "moonshine":
+            from voicebot.providers.moonshine_stt import MoonshineSTT
+
+            return MoonshineSTT(models_dir=self._models_dir, language=agent.language)
+        # "pocketsphinx", "offline", and "auto" without a Deepgram key.
         from voicebot.providers.sphinx_stt import SphinxSTT
 
         phrases = [phrase for rule in agent.rules for phrase in rule.phrases]

@@ -9,18 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Never
 
-import numpy as np
 import structlog
-from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils
 from livekit.agents.language import LanguageCode
 from livekit.agents.telemetry import trace_types, tracer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from pocketsphinx import Decoder
 
+from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
 from voicebot.providers.rules_llm import words
 
-SAMPLE_RATE = 16000  # the rate pocketsphinx's English acoustic model was trained on
 GRAMMAR = "phrases"
 AUDIO_DURATION = "lk.stt.audio_duration"
 """Seconds of speech one stt_request recognised."""
@@ -138,7 +136,7 @@ class SphinxSTT(stt.STT[Never]):
         # livekit-agents traces its LLM and TTS requests but not STT ones; this span is their STT kin,
         # through the same tracer (a no-op unless voicebot exports traces). The text stays out of it.
         with tracer.start_as_current_span("stt_request", attributes=self._span_attributes) as span:
-            pcm = await loop.run_in_executor(self._recogniser.executor, _to_16k_mono, frame)
+            pcm = await loop.run_in_executor(self._recogniser.executor, to_16k_mono, frame)
             text, confidence = await loop.run_in_executor(
                 self._recogniser.executor, self._recogniser.decode, pcm
             )
@@ -155,16 +153,3 @@ class SphinxSTT(stt.STT[Never]):
                 )
             ],
         )
-
-
-def _to_16k_mono(frame: rtc.AudioFrame) -> bytes:
-    """16 kHz mono int16 PCM; resampling is CPU work, so this runs in the recogniser's thread."""
-    samples = np.frombuffer(frame.data, dtype=np.int16)
-    if frame.num_channels > 1:
-        samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
-    if frame.sample_rate == SAMPLE_RATE:
-        return samples.tobytes()
-    mono = rtc.AudioFrame(samples.tobytes(), frame.sample_rate, 1, len(samples))
-    resampler = rtc.AudioResampler(frame.sample_rate, SAMPLE_RATE, num_channels=1)
-    out = [*resampler.push(mono), *resampler.flush()]
-    return b"".join(bytes(f.data) for f in out)

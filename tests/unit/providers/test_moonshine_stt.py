@@ -1,0 +1,212 @@
+"""Moonshine hears English nobody wrote down in advance, with one model and one bounded pool per process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import structlog
+from livekit import rtc
+from livekit.agents.metrics import STTMetrics
+
+from tests.voice_client import espeak
+from voicebot.config import DEFAULT_MODELS_DIR
+from voicebot.providers import moonshine_stt
+from voicebot.providers.moonshine_stt import ModelMissing, MoonshineSTT
+
+ROOT = Path(__file__).resolve().parents[3]
+MODELS = ROOT / DEFAULT_MODELS_DIR
+# Sentences no rule, phrase or grammar lists anywhere.
+UNLISTED = [
+    "when are you open on saturday",
+    "I would like to speak to someone about my order",
+    "my parcel arrived yesterday but the box was empty",
+]
+
+
+@pytest.fixture(scope="module")
+def moonshine() -> MoonshineSTT:
+    """One STT for the module; the model it loads is the process's, so later ones load nothing."""
+    return MoonshineSTT(MODELS)
+
+
+def normalised(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def word_errors(said: str, heard: str) -> int:
+    """Words substituted, dropped or added between `said` and `heard` (word-level edit distance)."""
+    reference, hypothesis = normalised(said), normalised(heard)
+    distances = list(range(len(hypothesis) + 1))
+    for i, word in enumerate(reference, 1):
+        previous, distances[0] = distances[0], i
+        for j, other in enumerate(hypothesis, 1):
+            previous, distances[j] = (
+                distances[j],
+                min(distances[j] + 1, distances[j - 1] + 1, previous + (word != other)),
+            )
+    return distances[-1]
+
+
+async def speech(text: str, *, sample_rate: int | None = None) -> rtc.AudioFrame:
+    samples, rate = await espeak(text)
+    if sample_rate is not None and sample_rate != rate:
+        positions = np.linspace(0, len(samples) - 1, int(len(samples) * sample_rate / rate))
+        samples = np.interp(positions, np.arange(len(samples)), samples).astype(np.int16)
+        rate = sample_rate
+    return rtc.AudioFrame(samples.tobytes(), rate, 1, len(samples))
+
+
+async def hear(stt: MoonshineSTT, frame: rtc.AudioFrame) -> str:
+    event = await stt.recognize(frame)
+    return event.alternatives[0].text
+
+
+@pytest.mark.parametrize("sentence", UNLISTED)
+async def test_sentences_no_rule_lists_are_recognised_word_for_word(
+    moonshine: MoonshineSTT, sentence: str
+) -> None:
+    heard = await hear(moonshine, await speech(sentence))
+
+    assert word_errors(sentence, heard) <= 1, heard
+
+
+async def test_audio_at_the_rooms_48k_rate_is_resampled(moonshine: MoonshineSTT) -> None:
+    heard = await hear(moonshine, await speech(UNLISTED[1], sample_rate=48000))
+
+    assert word_errors(UNLISTED[1], heard) <= 1, heard
+
+
+async def test_silence_gives_no_text(moonshine: MoonshineSTT) -> None:
+    silence = np.zeros(16000, dtype=np.int16)
+
+    assert await hear(moonshine, rtc.AudioFrame(silence.tobytes(), 16000, 1, len(silence))) == ""
+
+
+async def test_a_segment_under_a_tenth_of_a_second_gives_no_text_without_running_the_model(
+    moonshine: MoonshineSTT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_run(audio: np.ndarray) -> tuple[str, float]:
+        raise AssertionError("the model ran on a click")
+
+    monkeypatch.setattr(moonshine._model, "transcribe", not_run)
+    click = (np.random.default_rng(0).standard_normal(4000) * 8000).astype(np.int16)
+
+    assert await hear(moonshine, rtc.AudioFrame(click.tobytes(), 48000, 1, len(click))) == ""
+
+
+async def test_a_recognition_reports_moonshine_and_the_speech_it_heard(moonshine: MoonshineSTT) -> None:
+    collected: list[STTMetrics] = []
+    moonshine.on("metrics_collected", collected.append)
+    frame = await speech(UNLISTED[0])
+
+    event = await moonshine.recognize(frame)
+
+    assert event.alternatives[0].language == "en-US"
+    assert 0 < event.alternatives[0].confidence <= 1
+    (metrics,) = collected
+    assert metrics.metadata is not None
+    assert (metrics.metadata.model_provider, metrics.metadata.model_name) == ("moonshine", "moonshine/tiny")
+    assert metrics.audio_duration == pytest.approx(frame.duration)
+
+
+def test_every_session_shares_the_one_model(moonshine: MoonshineSTT) -> None:
+    relative = MODELS.relative_to(Path.cwd()) if MODELS.is_relative_to(Path.cwd()) else MODELS
+
+    assert MoonshineSTT(MODELS)._model is moonshine._model
+    assert MoonshineSTT(relative, language="en-GB")._model is moonshine._model
+
+
+def test_missing_models_name_the_file_and_make_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissing) as error:
+        MoonshineSTT(tmp_path / "nowhere")
+
+    message = str(error.value)
+    assert str(tmp_path / "nowhere" / "moonshine-tiny" / "encoder_model.onnx") in message
+    assert "run `make models`" in message
+
+
+@pytest.fixture
+def concurrency(moonshine: MoonshineSTT, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The most recognitions that ran at once while the test ran (one number, in a list)."""
+    transcribe = moonshine._model.transcribe
+    running, most = 0, [0]
+    lock = threading.Lock()
+
+    def counted(audio: np.ndarray) -> tuple[str, float]:
+        nonlocal running
+        with lock:
+            running += 1
+            most[0] = max(most[0], running)
+        try:
+            return transcribe(audio)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(moonshine._model, "transcribe", counted)
+    return most
+
+
+async def test_concurrent_sessions_all_get_their_text_through_the_bounded_pool(
+    moonshine: MoonshineSTT, concurrency: list[int]
+) -> None:
+    sessions = [MoonshineSTT(MODELS) for _ in range(6)]
+    frames = [await speech(UNLISTED[i % len(UNLISTED)]) for i in range(len(sessions))]
+
+    heard = await asyncio.gather(*(hear(stt, frame) for stt, frame in zip(sessions, frames, strict=True)))
+
+    for i, text in enumerate(heard):
+        assert word_errors(UNLISTED[i % len(UNLISTED)], text) <= 1, text
+    assert 1 <= concurrency[0] <= moonshine_stt.POOL_THREADS
+
+
+async def test_recognition_leaves_the_event_loop_free(moonshine: MoonshineSTT) -> None:
+    frame = await speech(" ".join(UNLISTED))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await moonshine.recognize(frame)
+    ticker.cancel()
+
+    # A recognition on the loop would run start to finish between two ticks.
+    assert ticks > 50
+
+
+class LoopingDecoder:
+    """A decoder that never says it is done, as Moonshine's can on noise: the same token, step after step."""
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.outputs = outputs
+        self.steps = 0
+
+    def run(self, names: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.steps += 1
+        logits = np.zeros((1, 1, 32768), dtype=np.float32)
+        logits[0, 0, 500] = 10.0
+        return [logits, *(np.zeros((1, 8, 1, 36), dtype=np.float32) for _ in names[1:])]
+
+
+async def test_a_decoder_that_never_ends_is_stopped_after_the_tokens_the_audio_can_hold(
+    moonshine: MoonshineSTT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looping = LoopingDecoder(moonshine._model._outputs)
+    monkeypatch.setattr(moonshine._model, "_decoder", looping)
+
+    frame = await speech(UNLISTED[0])
+    with structlog.testing.capture_logs() as logs:
+        await hear(moonshine, frame)
+
+    assert [e["event"] for e in logs if e["log_level"] == "info"] == ["stt_decoding_cut_short"]
+    bound = frame.duration * moonshine_stt.TOKENS_PER_S + moonshine_stt.EXTRA_TOKENS
+    assert bound - 1 <= looping.steps <= bound + 1

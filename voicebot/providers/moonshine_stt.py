@@ -1,0 +1,205 @@
+"""Offline speech-to-text of any English with Moonshine tiny (MIT), run by onnxruntime."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Never
+
+import numpy as np
+import onnxruntime
+import structlog
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils
+from livekit.agents.language import LanguageCode
+from livekit.agents.telemetry import trace_types, tracer
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from tokenizers import Tokenizer
+
+from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
+
+MODEL = "moonshine/tiny"
+MODEL_DIR = "moonshine-tiny"
+"""The directory under [models] dir that `make models` unpacks moonshine-js's quantized tiny model into."""
+ENCODER_FILE = "encoder_model.onnx"
+DECODER_FILE = "decoder_model_merged.onnx"
+# Moonshine tiny's decoder, as its merged ONNX graph names and shapes its inputs.
+LAYERS = 6
+KV_HEADS = 8
+HEAD_DIM = 36
+START_TOKEN = 1
+END_TOKEN = 2
+TOKENS_PER_S = 6.5
+"""Tokens a second of English speech takes at most, bar a margin; a decoder that runs past it is looping."""
+EXTRA_TOKENS = 10
+MIN_AUDIO_S = 0.1
+"""Shorter segments (a click the VAD let through) are no speech; Moonshine takes 0.1 s at the least."""
+MAX_CHUNK_S = 30.0
+"""Moonshine reads at most 64 s at once; longer segments are recognised in pieces of this length."""
+POOL_THREADS = min(2, os.cpu_count() or 1)
+"""Recognitions that may run at once, process-wide; each runs its operators on its own thread alone, so
+Moonshine never takes more cores than this, whatever the number of sessions."""
+AUDIO_DURATION = "lk.stt.audio_duration"
+"""Seconds of speech one stt_request recognised."""
+
+log = structlog.get_logger(__name__)
+
+
+class ModelMissing(Exception):
+    """A file Moonshine needs is not on disk; the message names it and what fetches it."""
+
+    def __init__(self, path: Path, fix: str) -> None:
+        super().__init__(f"Moonshine cannot load: {path} is missing; {fix}")
+        self.path = path
+
+
+class _Moonshine:
+    """Moonshine tiny's encoder, decoder and tokenizer; onnxruntime lets several threads run one session."""
+
+    def __init__(self, directory: Path) -> None:
+        files = [directory / MODEL_DIR / name for name in (ENCODER_FILE, DECODER_FILE)]
+        tokenizer = Path(str(importlib.resources.files("moonshine_onnx") / "assets" / "tokenizer.json"))
+        for path in files:
+            if not path.is_file():
+                raise ModelMissing(path, "run `make models` (or set [models] dir to where they are)")
+        if not tokenizer.is_file():
+            raise ModelMissing(tokenizer, "run `make install` (models.lock installs useful-moonshine-onnx)")
+        options = onnxruntime.SessionOptions()
+        # One thread per recognition: the pool bounds how many run at once, and onnxruntime's default (a
+        # thread per core, per session) would have concurrent recognitions fight over the same cores.
+        # One thread is as fast as two for a recognition alone here: the decoder's operators are small.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
+        self._encoder = onnxruntime.InferenceSession(str(files[0]), options, providers=providers)
+        self._decoder = onnxruntime.InferenceSession(str(files[1]), options, providers=providers)
+        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        # present.{i}.{decoder,encoder}.{key,value} come back as next step's past_key_values.{i}...
+        self._outputs = [output.name for output in self._decoder.get_outputs()]
+        self._pasts = [name.replace("present.", "past_key_values.", 1) for name in self._outputs[1:]]
+
+    def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+        """Text and confidence for 16 kHz mono float32 `audio`; blocks for ~25 ms a second of it."""
+        size = int(MAX_CHUNK_S * SAMPLE_RATE)
+        pieces = (audio[start : start + size] for start in range(0, len(audio), size))
+        results = [self._piece(piece) for piece in pieces if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE]
+        text = " ".join(text for text, _ in results if text)
+        return text, min((confidence for _, confidence in results), default=0.0)
+
+    def _piece(self, audio: np.ndarray) -> tuple[str, float]:
+        hidden = self._encoder.run(None, {"input_values": audio[None, :]})[0]
+        empty = np.zeros((1, KV_HEADS, 0, HEAD_DIM), dtype=np.float32)
+        past: dict[str, Any] = dict.fromkeys(self._pasts, empty)
+        token = START_TOKEN
+        tokens: list[int] = []
+        log_probability = 0.0
+        bound = math.ceil(len(audio) / SAMPLE_RATE * TOKENS_PER_S) + EXTRA_TOKENS
+        for step in range(bound):
+            logits, *present = self._decoder.run(
+                self._outputs,
+                {
+                    "input_ids": np.array([[token]], dtype=np.int64),
+                    "encoder_hidden_states": hidden,
+                    # The first step computes the cross-attention cache from the encoder's output; later
+                    # steps reuse it and only grow the decoder's own.
+                    "use_cache_branch": np.array([step > 0]),
+                    **past,
+                },
+            )
+            scores = logits[0, -1]
+            token = int(scores.argmax())
+            # The chosen token's log-probability: log-softmax at the argmax, whose score is the maximum.
+            log_probability -= float(np.log(np.exp(scores - scores[token]).sum()))
+            if token == END_TOKEN:
+                break
+            tokens.append(token)
+            for name, value in zip(self._pasts, present, strict=True):
+                if step == 0 or ".decoder." in name:
+                    past[name] = value
+        else:
+            log.info("stt_decoding_cut_short", tokens=bound, audio_s=round(len(audio) / SAMPLE_RATE, 3))
+        text: str = self._tokenizer.decode(tokens)
+        # The geometric mean of the tokens' probabilities, the end token's included.
+        return text.strip(), math.exp(log_probability / (len(tokens) + 1))
+
+
+_models: dict[Path, _Moonshine] = {}
+_models_lock = threading.Lock()
+_pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="moonshine")
+
+
+def _model(directory: Path) -> _Moonshine:
+    # Every session shares one model: it is the memory (~100 MB resident, ~160 MB once a 10 s segment has
+    # grown onnxruntime's arenas), and a session adds none.
+    with _models_lock:
+        key = directory.resolve()
+        if key not in _models:
+            _models[key] = _Moonshine(key)
+        return _models[key]
+
+
+def _recognise(model: _Moonshine, frame: rtc.AudioFrame) -> tuple[str, float, float]:
+    """Text, confidence and seconds of speech of `frame`; CPU work for the pool's threads."""
+    pcm = np.frombuffer(to_16k_mono(frame), dtype=np.int16)
+    audio = pcm.astype(np.float32) / 32768.0
+    audio_s = len(audio) / SAMPLE_RATE
+    if audio_s < MIN_AUDIO_S:
+        return "", 0.0, audio_s
+    return *model.transcribe(audio), audio_s
+
+
+class MoonshineSTT(stt.STT[Never]):
+    """Recognises any English speech, offline. The first one built loads the model: not on the event loop."""
+
+    def __init__(self, models_dir: Path, language: str = "en-US") -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self._language = language
+        self._model = _model(models_dir)
+
+    @property
+    def model(self) -> str:
+        """The model that listens."""
+        return MODEL
+
+    @property
+    def provider(self) -> str:
+        """The provider name metrics and logs show."""
+        return "moonshine"
+
+    @property
+    def _span_attributes(self) -> dict[str, str]:
+        return {
+            trace_types.ATTR_GEN_AI_REQUEST_MODEL: self.model,
+            trace_types.ATTR_GEN_AI_PROVIDER_NAME: self.provider,
+        }
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        frame = utils.merge_frames(buffer)
+        loop = asyncio.get_running_loop()
+        # The same span as SphinxSTT's (livekit-agents traces no STT request); the text stays out of it.
+        with tracer.start_as_current_span("stt_request", attributes=self._span_attributes) as span:
+            text, confidence, audio_s = await loop.run_in_executor(_pool, _recognise, self._model, frame)
+            span.set_attributes({AUDIO_DURATION: audio_s, trace_types.ATTR_TRANSCRIPT_CONFIDENCE: confidence})
+        log.debug("stt_recognised", text=text, confidence=round(confidence, 3), audio_s=round(audio_s, 3))
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            alternatives=[
+                stt.SpeechData(
+                    language=LanguageCode(language if isinstance(language, str) else self._language),
+                    text=text,
+                    confidence=confidence,
+                )
+            ],
+        )
