@@ -41,7 +41,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """voicebot's agent-123, hosted by a worker job instead of a task."""
     settings = ctx.proc.userdata["settings"]
     agent = settings.agent(AGENT_ID)
-    pipeline = await ProviderPipelineFactory(settings.providers, models_dir=settings.models.path).build(agent)
+    pipeline = await ProviderPipelineFactory(settings.providers, settings.models).build(agent)
     session = new_agent_session(agent, pipeline, max_provider_errors=settings.sessions.max_provider_errors)
     await session.start(agent=Agent(instructions=agent.instructions), room=ctx.room)
     session.say(agent.greeting)

@@ -54,6 +54,11 @@ def make_settings(livekit_url: str, **livekit: Any) -> Settings:
         # Measured admission off: the test process's loop also runs the tests' own clients, so its load says
         # nothing about voicebot's (tests/integration/test_admission.py turns it on).
         "sessions": {"admission_max_loop_lag_ms": 0, "admission_max_cpu": 0},
+        # The in-process suites hear with pocketsphinx and speak with espeak-ng: exact transcripts of the
+        # rules' phrases and a greeting as long as every synthesis of it. The default pipeline (Moonshine and
+        # Piper) is what voicebot processes started by the tests run, and what tests/integration/
+        # test_offline_voices.py talks to.
+        "models": {"stt": "pocketsphinx", "tts": "espeak"},
         "agents": AGENTS,
     }
     return parse_settings(raw, {})

@@ -42,10 +42,16 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+# As in tests/conftest.py: pocketsphinx and espeak-ng, whose transcripts and greetings are exact; a test of
+# the default pipeline passes DEFAULT_PIPELINE.
+FAST_PIPELINE = {"VOICEBOT_MODELS_STT": "pocketsphinx", "VOICEBOT_MODELS_TTS": "espeak"}
+DEFAULT_PIPELINE = {"VOICEBOT_MODELS_STT": "moonshine", "VOICEBOT_MODELS_TTS": "piper"}
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The test's environment without LIVEKIT_/VOICEBOT_ settings of its own, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
-    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **extra}
+    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **FAST_PIPELINE, **extra}
 
 
 def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:

@@ -148,7 +148,7 @@ async def _start_services(
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
-        pipelines=pipelines or ProviderPipelineFactory(settings.providers, models_dir=settings.models.path),
+        pipelines=pipelines or ProviderPipelineFactory(settings.providers, settings.models),
         state=store,
         process_id=process_id,
         tracing=tracing,

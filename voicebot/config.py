@@ -196,8 +196,12 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Where the offline models that `make models` fetches are found."""
+    """The offline pipeline: which recogniser and voice run without cloud keys, and where their models are."""
 
+    stt: str = "moonshine"
+    """What an agent's stt.provider "offline", or "auto" without DEEPGRAM_API_KEY, listens with."""
+    tts: str = "piper"
+    """What an agent's tts.provider "offline", or "auto" without ELEVEN_API_KEY, speaks with."""
     dir: str = DEFAULT_MODELS_DIR
     """Directory holding moonshine-tiny/ and the like. Relative to config.toml's directory when it comes from
     the file; from VOICEBOT_MODELS_DIR or settings not read from a file, relative to the working directory."""
@@ -376,8 +380,11 @@ PROVIDER_ENV = {
     "eleven_api_key": "ELEVEN_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
 }
-STT_PROVIDERS = ("auto", "offline", "pocketsphinx", "moonshine", "deepgram")
-TTS_PROVIDERS = ("auto", "offline", "elevenlabs", "piper", "espeak")
+# What [models] stt and tts may name: the offline recognisers and voices.
+OFFLINE_STT = ("moonshine", "pocketsphinx")
+OFFLINE_TTS = ("piper", "espeak")
+STT_PROVIDERS = ("auto", "offline", *OFFLINE_STT, "deepgram")
+TTS_PROVIDERS = ("auto", "offline", *OFFLINE_TTS, "elevenlabs")
 LLM_PROVIDERS = ("rules", "openai")
 DTMF_DIGITS = frozenset("0123456789*#")
 # A destination prefix: "+" and the leading digits of E.164 numbers (at most 15 digits).
@@ -613,6 +620,11 @@ def _validate(settings: Settings) -> None:
     for key in ("request_timeout_s", "startup_timeout_s"):
         if getattr(lk, key) <= 0:
             raise ConfigError(f"livekit.{key}", "must be greater than 0")
+    for key, choices in (("stt", OFFLINE_STT), ("tts", OFFLINE_TTS)):
+        if getattr(settings.models, key) not in choices:
+            raise ConfigError(
+                f"models.{key}", f"{getattr(settings.models, key)!r} is not one of {', '.join(choices)}"
+            )
     sessions = settings.sessions
     for key in ("max_duration_s", "unjoined_timeout_s"):
         if getattr(sessions, key) <= 0:

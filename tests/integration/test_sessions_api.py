@@ -144,7 +144,7 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
 ) -> None:
     # The first failure ends the session (the default tolerates three in a row).
     strict = changed(settings, "sessions", max_provider_errors=0)
-    pipelines = OneBrokenAgent(settings.providers, models_dir=settings.models.path)
+    pipelines = OneBrokenAgent(settings.providers, settings.models)
     client = await aiohttp_client(create_app(strict, pipelines=pipelines))
     broken = await (await create_room(client, "faq")).json()
     healthy = await (await create_room(client, "agent-123")).json()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from livekit.agents import llm, stt, tts, vad
 
-from voicebot.config import AgentDefinition, ProviderKeys
+from voicebot.config import AgentDefinition, ModelSettings, ProviderKeys
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,9 @@ class PipelineFactory(Protocol):
 class ProviderPipelineFactory:
     """Cloud providers when their keys are set, the offline pipeline otherwise."""
 
-    def __init__(self, keys: ProviderKeys, *, models_dir: Path) -> None:
+    def __init__(self, keys: ProviderKeys, models: ModelSettings) -> None:
         self._keys = keys
-        self._models_dir = models_dir
+        self._models = models
         # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
         self._vads: dict[tuple[float, float], vad.VAD] = {}
         self._vad_lock = asyncio.Lock()
@@ -67,11 +66,12 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 api_key=self._keys.deepgram_api_key,
             )
+        if choice in ("offline", "auto"):
+            choice = self._models.stt
         if choice == "moonshine":
             from voicebot.providers.moonshine_stt import MoonshineSTT
 
-            return MoonshineSTT(models_dir=self._models_dir, language=agent.language)
-        # "pocketsphinx", "offline", and "auto" without a Deepgram key.
+            return MoonshineSTT(models_dir=self._models.path, language=agent.language)
         from voicebot.providers.sphinx_stt import SphinxSTT
 
         phrases = [phrase for rule in agent.rules for phrase in rule.phrases]
@@ -87,13 +87,14 @@ class ProviderPipelineFactory:
             # Unset options keep the plugin's own defaults.
             voice.update_options(voice_id=agent.tts.voice or NOT_GIVEN, model=agent.tts.model or NOT_GIVEN)
             return voice
+        if choice in ("offline", "auto"):
+            choice = self._models.tts
         if choice == "piper":
             from voicebot.providers.piper_tts import PiperTTS, shared_voice
 
             # The voice loads once per process (0.3 s of CPU, off the loop): here, not in the first reply.
             await shared_voice()
             return PiperTTS(speed_wpm=agent.tts.speed_wpm)
-        # "espeak", and "offline" or "auto" without an ElevenLabs key.
         from voicebot.providers.espeak_tts import EspeakTTS
 
         return EspeakTTS(voice=agent.tts.voice or "en-us", speed_wpm=agent.tts.speed_wpm)

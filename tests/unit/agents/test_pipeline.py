@@ -1,4 +1,5 @@
-"""Each agent's `stt.provider` and `tts.provider` build what they name, from the models directory given."""
+"""Each agent's `stt.provider` and `tts.provider` build what they name; "auto" without keys and "offline"
+mean what [models] stt and tts say (Moonshine and Piper unless told otherwise)."""
 
 from __future__ import annotations
 
@@ -7,49 +8,73 @@ from pathlib import Path
 import pytest
 
 from voicebot.agents.pipeline import ProviderPipelineFactory
-from voicebot.config import DEFAULT_MODELS_DIR, AgentDefinition, ProviderChoice, ProviderKeys, Rule
+from voicebot.config import (
+    DEFAULT_MODELS_DIR,
+    AgentDefinition,
+    ModelSettings,
+    ProviderChoice,
+    ProviderKeys,
+    Rule,
+)
+from voicebot.providers.espeak_tts import EspeakTTS
 from voicebot.providers.moonshine_stt import ModelMissing, MoonshineSTT
+from voicebot.providers.piper_tts import PiperTTS
 from voicebot.providers.sphinx_stt import SphinxSTT
 
-MODELS = Path(__file__).resolve().parents[3] / DEFAULT_MODELS_DIR
+MODELS = ModelSettings(dir=str(Path(__file__).resolve().parents[3] / DEFAULT_MODELS_DIR))
 
 
-def agent(stt: str) -> AgentDefinition:
+def agent(stt: str = "auto", tts: str = "auto") -> AgentDefinition:
     rules = (Rule(reply="Nine to five.", phrases=("opening hours",)),)
-    return AgentDefinition(id="a", name="A", stt=ProviderChoice(provider=stt), rules=rules)
+    return AgentDefinition(
+        id="a", name="A", stt=ProviderChoice(provider=stt), tts=ProviderChoice(provider=tts), rules=rules
+    )
 
 
 @pytest.mark.parametrize(
     ("provider", "recogniser"),
-    [("moonshine", MoonshineSTT), ("pocketsphinx", SphinxSTT), ("offline", SphinxSTT), ("auto", SphinxSTT)],
+    [
+        ("moonshine", MoonshineSTT),
+        ("pocketsphinx", SphinxSTT),
+        ("offline", MoonshineSTT),
+        ("auto", MoonshineSTT),
+    ],
 )
 async def test_the_stt_provider_named_is_the_one_built_without_cloud_keys(
     provider: str, recogniser: type[object]
 ) -> None:
-    pipeline = await ProviderPipelineFactory(ProviderKeys(), models_dir=MODELS).build(agent(provider))
+    pipeline = await ProviderPipelineFactory(ProviderKeys(), MODELS).build(agent(stt=provider))
 
     assert isinstance(pipeline.stt, recogniser)
 
 
+@pytest.mark.parametrize(
+    ("provider", "voice"),
+    [("piper", PiperTTS), ("espeak", EspeakTTS), ("offline", PiperTTS), ("auto", PiperTTS)],
+)
+async def test_the_tts_provider_named_is_the_voice_an_agent_speaks_with(
+    provider: str, voice: type[object]
+) -> None:
+    pipeline = await ProviderPipelineFactory(ProviderKeys(), MODELS).build(agent(tts=provider))
+
+    assert isinstance(pipeline.tts, voice)
+
+
+async def test_models_stt_and_tts_choose_what_auto_and_offline_mean() -> None:
+    light = ModelSettings(stt="pocketsphinx", tts="espeak", dir=MODELS.dir)
+    factory = ProviderPipelineFactory(ProviderKeys(), light)
+
+    for provider in ("auto", "offline"):
+        pipeline = await factory.build(agent(stt=provider, tts=provider))
+        assert isinstance(pipeline.stt, SphinxSTT)
+        assert isinstance(pipeline.tts, EspeakTTS)
+    named = await factory.build(agent(stt="moonshine", tts="piper"))
+    assert isinstance(named.stt, MoonshineSTT)
+    assert isinstance(named.tts, PiperTTS)
+
+
 async def test_moonshine_without_its_models_fails_the_build_saying_run_make_models(tmp_path: Path) -> None:
-    factory = ProviderPipelineFactory(ProviderKeys(), models_dir=tmp_path)
+    factory = ProviderPipelineFactory(ProviderKeys(), ModelSettings(dir=str(tmp_path)))
 
     with pytest.raises(ModelMissing, match="run `make models`"):
         await factory.build(agent("moonshine"))
-
-
-@pytest.mark.parametrize(
-    ("provider", "spoken_by"),
-    [
-        ("piper", "piper/piper/en_US-joe-medium"),
-        ("espeak", "espeak-ng/espeak-ng/en-us"),
-        ("offline", "espeak-ng/espeak-ng/en-us"),
-        ("auto", "espeak-ng/espeak-ng/en-us"),
-    ],
-)
-async def test_the_tts_provider_names_the_voice_an_agent_speaks_with(provider: str, spoken_by: str) -> None:
-    voiced = AgentDefinition(id="a", name="A", tts=ProviderChoice(provider=provider))
-
-    pipeline = await ProviderPipelineFactory(ProviderKeys(), models_dir=MODELS).build(voiced)
-
-    assert pipeline.description["tts"] == spoken_by
