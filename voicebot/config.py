@@ -234,6 +234,27 @@ class Rule:
     """After speaking the reply, the agent ends the call."""
     digits: tuple[str, ...] = ()
     """Phone keys (DTMF: 0-9, *, #) that trigger the rule when a caller presses them."""
+    examples: tuple[str, ...] = ()
+    """More ways of saying the phrases, matched by meaning only (never as exact words, and the offline
+    recogniser does not listen for them)."""
+
+
+@dataclass(frozen=True)
+class RulesMatching:
+    """When the rules engine answers a sentence that says a rule's phrases in other words.
+
+    Similarities are cosines between sentence embeddings (all-MiniLM-L6-v2) of what was said and of each
+    phrase and example; a rule scores its best one. Defaults were chosen on tests/data/rules_phrases.toml
+    (`python -m bench.rules_matching --sweep`)."""
+
+    by_meaning: bool = True
+    """False answers exact phrases and patterns only, as before matching by meaning existed."""
+    min_similarity: float = 0.56
+    """The nearest rule answers only at this similarity or above; below it the fallback does."""
+    min_margin: float = 0.13
+    """...and only when it beats the second-nearest rule by this much."""
+    end_call_min_similarity: float = 0.58
+    """The bar for a rule with end_call: hanging up on a misheard sentence costs more than a fallback."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +300,7 @@ class AgentDefinition:
     tts: ProviderChoice = field(default_factory=ProviderChoice)
     turn: TurnSettings = field(default_factory=TurnSettings)
     rules: tuple[Rule, ...] = ()
+    rules_matching: RulesMatching = field(default_factory=RulesMatching)
     text_input: bool = False
     """Whether text a participant sends on the lk.chat topic reaches the agent's LLM as a turn."""
 
@@ -562,6 +584,10 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigError(f"{where}.rules[{index}].patterns", f"{pattern!r}: {exc}") from None
+    matching = agent.rules_matching
+    for key in ("min_similarity", "min_margin", "end_call_min_similarity"):
+        if not 0 <= getattr(matching, key) <= 1:
+            raise ConfigError(f"{where}.rules_matching.{key}", "must be between 0 and 1")
     turn = agent.turn
     if not 0 < turn.vad_activation_threshold < 1:
         raise ConfigError(f"{where}.turn.vad_activation_threshold", "must be between 0 and 1")

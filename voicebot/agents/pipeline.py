@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
 from livekit.agents import llm, stt, tts, vad
 
-from voicebot.config import AgentDefinition, ModelSettings, ProviderKeys
+from voicebot.config import AgentDefinition, ModelSettings, ProviderKeys, Rule
+
+if TYPE_CHECKING:
+    from voicebot.providers.rules_llm import RuleMeanings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class ProviderPipelineFactory:
         # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
         self._vads: dict[tuple[float, float], vad.VAD] = {}
         self._vad_lock = asyncio.Lock()
+        # Rule embeddings, one set per distinct rule list, shared by every session of the agents that have it.
+        self._meanings: dict[tuple[Rule, ...], RuleMeanings | None] = {}
+        self._meanings_lock = asyncio.Lock()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
@@ -53,7 +62,10 @@ class ProviderPipelineFactory:
         # not on the loop.
         speech_to_text = await asyncio.to_thread(self._stt, agent)
         return Pipeline(
-            stt=speech_to_text, llm=self._llm(agent), tts=await self._tts(agent), vad=await self._vad(agent)
+            stt=speech_to_text,
+            llm=await self._llm(agent),
+            tts=await self._tts(agent),
+            vad=await self._vad(agent),
         )
 
     def _stt(self, agent: AgentDefinition) -> stt.STT[Any]:
@@ -99,7 +111,7 @@ class ProviderPipelineFactory:
 
         return EspeakTTS(voice=agent.tts.voice or "en-us", speed_wpm=agent.tts.speed_wpm)
 
-    def _llm(self, agent: AgentDefinition) -> llm.LLM[Any]:
+    async def _llm(self, agent: AgentDefinition) -> llm.LLM[Any]:
         if agent.llm.provider == "openai":
             from livekit.plugins import openai
 
@@ -111,7 +123,26 @@ class ProviderPipelineFactory:
             )
         from voicebot.providers.rules_llm import RulesLLM
 
-        return RulesLLM(agent)
+        return RulesLLM(agent, await self._rule_meanings(agent))
+
+    async def _rule_meanings(self, agent: AgentDefinition) -> RuleMeanings | None:
+        if not agent.rules_matching.by_meaning:
+            return None
+        from voicebot.providers.rules_llm import RuleMeanings
+        from voicebot.providers.sentence_encoder import EncoderUnavailableError, shared_encoder
+
+        async with self._meanings_lock:
+            if agent.rules not in self._meanings:
+                try:
+                    # Loading the encoder (the first time) and embedding the phrases are CPU work.
+                    self._meanings[agent.rules] = await asyncio.to_thread(
+                        lambda: RuleMeanings.of(agent.rules, shared_encoder())
+                    )
+                except EncoderUnavailableError as exc:
+                    # The agent still answers its exact phrases; said once, not per session.
+                    log.warning("rules_matching_unavailable", agent_id=agent.id, error=str(exc))
+                    self._meanings[agent.rules] = None
+            return self._meanings[agent.rules]
 
     async def _vad(self, agent: AgentDefinition) -> vad.VAD:
         key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)

@@ -1,0 +1,240 @@
+"""Rules matched by meaning: how often config.toml's agents answer paraphrases right, and unrelated sentences
+with their fallback, on tests/data/rules_phrases.toml; and what the sentence encoder costs.
+
+Prints a confusion table for the tuning and held-out sets, with the rules' examples and without them (their
+phrases only), at each agent's configured thresholds. `--sweep` also searches the thresholds that reach the
+targets on the tuning set with the most paraphrases right (the held-out set is never searched on).
+
+    .venv/bin/python -m bench.rules_matching [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from bench.common import ROOT, summary, write_result
+from tests.rules_phrases import (
+    SPLITS,
+    TARGET_RIGHT,
+    TARGET_UNRELATED_FALLBACK,
+    TARGET_WRONG,
+    Confusion,
+    Outcome,
+    Scored,
+    answer,
+    cases,
+    confusion,
+    outcome,
+    score,
+)
+from voicebot.config import AgentDefinition, load_settings
+from voicebot.providers.rules_llm import RuleMeanings
+from voicebot.providers.sentence_encoder import SentenceEncoder
+
+MB = 1024 * 1024
+# Spoken turns: what one session's reply waits for.
+TIMING_SENTENCES = ("what time do you close tonight", "could you have someone ring me back", "bye now")
+TIMING_ROUNDS = 50
+
+
+def without_examples(agent: AgentDefinition) -> AgentDefinition:
+    """The agent with its rules' phrases only."""
+    rules = tuple(dataclasses.replace(rule, examples=()) for rule in agent.rules)
+    return dataclasses.replace(agent, rules=rules)
+
+
+def table_rows(name: str, scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[dict[str, Any]]:
+    """One row per split and agent, and one per split for all agents."""
+    rows = []
+    for split in SPLITS:
+        in_split = [item for item in scored if item.case.split == split]
+        for agent_id in [*(agent.id for agent in agents), "all"]:
+            chosen = [item for item in in_split if agent_id in ("all", item.case.agent_id)]
+            counts = confusion(chosen, agents)
+            rows.append({"rules": name, "split": split, "agent": agent_id, **as_dict(counts)})
+    return rows
+
+
+def as_dict(counts: Confusion) -> dict[str, Any]:
+    """Counts and shares, for the table and the JSON."""
+    para, unrelated = counts.paraphrases, counts.unrelated
+    return {
+        "paraphrases": sum(para.values()),
+        "right": para[Outcome.RIGHT],
+        "fallback": para[Outcome.FALLBACK],
+        "wrong": para[Outcome.WRONG],
+        "unrelated": sum(unrelated.values()),
+        "unrelated_fallback": unrelated[Outcome.FALLBACK],
+        "unrelated_wrong": unrelated[Outcome.WRONG],
+        "right_share": round(counts.share(para, Outcome.RIGHT), 3),
+        "wrong_share": round(counts.share(para, Outcome.WRONG), 3),
+        "unrelated_fallback_share": round(counts.share(unrelated, Outcome.FALLBACK), 3),
+        "meets_targets": counts.meets_targets,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The confusion table."""
+    print(
+        f"{'rules':<18}{'split':<10}{'agent':<11}{'paraphrases: right':>19}{'fallback':>9}{'wrong':>6}"
+        f"{'unrelated: fallback':>21}{'wrong':>6}  targets"
+    )
+    for row in rows:
+        print(
+            f"{row['rules']:<18}{row['split']:<10}{row['agent']:<11}"
+            f"{row['right']:>7}/{row['paraphrases']:<3} {row['right_share']:>6.1%}{row['fallback']:>9}"
+            f"{row['wrong']:>6}{row['unrelated_fallback']:>13}/{row['unrelated']:<3} "
+            f"{row['unrelated_fallback_share']:>4.0%}{row['unrelated_wrong']:>6}  "
+            f"{'met' if row['meets_targets'] else '-'}"
+        )
+
+
+def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str, Any] | None:
+    """The thresholds that meet the targets on the tuning set with the most paraphrases right; ties go to
+    the stricter setting (a higher end_call bar, a wider margin, a higher bar). None when none meets them."""
+    tuning = [item for item in scored if item.case.split == "tuning"]
+    by_id = {agent.id: agent for agent in agents}
+    # answer() as arrays, so the grid's ~50 000 settings take seconds.
+    exact = np.array([-1 if item.exact is None else item.exact for item in tuning])
+    nearest = np.array([item.nearest.rule if item.nearest else -1 for item in tuning])
+    similarity = np.array([item.nearest.similarity if item.nearest else -1.0 for item in tuning])
+    margin = np.array([item.nearest.margin if item.nearest else -1.0 for item in tuning])
+    ends = np.array(
+        [
+            item.nearest is not None and by_id[item.case.agent_id].rules[item.nearest.rule].end_call
+            for item in tuning
+        ]
+    )
+    expected = np.array([-1 if item.case.rule is None else item.case.rule for item in tuning])
+    paraphrase = expected >= 0
+    paraphrases = int(paraphrase.sum())
+    unrelated_allowed = (1 - TARGET_UNRELATED_FALLBACK) * int((~paraphrase).sum())
+    grid = np.round(np.arange(0.30, 0.86, 0.01), 2)
+    best: tuple[tuple[float, ...], dict[str, Any]] | None = None
+    for bar, min_margin, end_bar in itertools.product(grid, np.round(np.arange(0.0, 0.16, 0.01), 2), grid):
+        if end_bar < bar:
+            continue
+        accepted = (similarity >= np.where(ends, end_bar, bar)) & (margin >= min_margin)
+        answered = np.where(exact >= 0, exact, np.where(accepted, nearest, -1))
+        right = int(np.sum(paraphrase & (answered == expected)))
+        wrong = int(np.sum(paraphrase & (answered >= 0) & (answered != expected)))
+        unrelated_wrong = int(np.sum(~paraphrase & (answered >= 0)))
+        # Within the targets on wrong answers (or, failing them, as near as possible) the most right.
+        safe = bool(wrong <= TARGET_WRONG * paraphrases and unrelated_wrong <= unrelated_allowed)
+        meets = safe and right >= TARGET_RIGHT * paraphrases
+        key = (
+            float(meets),
+            float(safe),
+            right - 10.0 * (wrong + unrelated_wrong) * (not safe),
+            end_bar,
+            min_margin,
+            bar,
+        )
+        if best is None or key > best[0]:
+            best = (
+                key,
+                {
+                    "min_similarity": float(bar),
+                    "min_margin": float(min_margin),
+                    "end_call_min_similarity": float(end_bar),
+                    "meets_targets": meets,
+                    "right": right,
+                    "fallback": paraphrases - right - wrong,
+                    "wrong": wrong,
+                    "unrelated_fallback": int((~paraphrase).sum()) - unrelated_wrong,
+                    "unrelated_wrong": unrelated_wrong,
+                },
+            )
+    return best[1] if best else None
+
+
+def misses(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[dict[str, Any]]:
+    """Every case not answered right, with its nearest rule, to see what a threshold costs."""
+    by_id = {agent.id: agent for agent in agents}
+    found = []
+    for item in scored:
+        agent = by_id[item.case.agent_id]
+        result = outcome(item.case, answer(item, agent, agent.rules_matching))
+        if result is Outcome.RIGHT or (item.case.rule is None and result is Outcome.FALLBACK):
+            continue
+        nearest = item.nearest
+        found.append(
+            {
+                "split": item.case.split,
+                "agent": agent.id,
+                "said": item.case.text,
+                "expected_rule": item.case.rule,
+                "outcome": result.value,
+                "nearest_rule": nearest.rule if nearest else None,
+                "similarity": round(nearest.similarity, 3) if nearest else None,
+                "margin": round(nearest.margin, 3) if nearest else None,
+            }
+        )
+    return found
+
+
+def encoder_cost() -> tuple[SentenceEncoder, dict[str, Any]]:
+    """The encoder, with what loading it took and what one spoken sentence costs to encode."""
+    process = psutil.Process()
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    encoder = SentenceEncoder.load()
+    load_s = time.perf_counter() - started
+    loaded = process.memory_info().rss
+    for text in TIMING_SENTENCES:
+        encoder.encode([text])
+    timings = []
+    for _ in range(TIMING_ROUNDS):
+        for text in TIMING_SENTENCES:
+            started = time.perf_counter()
+            encoder.encode([text])
+            timings.append((time.perf_counter() - started) * 1000)
+    return encoder, {
+        "load_s": round(load_s, 2),
+        "rss_added_mb": round((loaded - before) / MB, 1),
+        "rss_mb": round(process.memory_info().rss / MB, 1),
+        "encode_ms": summary(timings),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sweep", action="store_true", help="search thresholds on the tuning set")
+    args = parser.parse_args()
+
+    encoder, cost = encoder_cost()
+    print(
+        f"encoder: loaded in {cost['load_s']} s, +{cost['rss_added_mb']} MB RSS; one sentence "
+        f"p50 {cost['encode_ms']['p50']} ms, p95 {cost['encode_ms']['p95']} ms"
+    )
+    shipped = load_settings(Path(ROOT / "config.toml"), {}).agents
+    result: dict[str, Any] = {"encoder": cost, "tables": [], "sweeps": {}, "misses": {}}
+    all_cases = cases(shipped)
+    for name, agents in (
+        ("phrases+examples", shipped),
+        ("phrases only", tuple(map(without_examples, shipped))),
+    ):
+        meanings = {agent.id: RuleMeanings.of(agent.rules, encoder) for agent in agents}
+        scored = score(all_cases, agents, encoder, meanings)
+        result["tables"] += table_rows(name, scored, agents)
+        result["misses"][name] = misses(scored, agents)
+        if args.sweep:
+            result["sweeps"][name] = sweep(scored, agents)
+    print_table(result["tables"])
+    for name, best in result["sweeps"].items():
+        print(f"best on tuning, {name}: {best}")
+    print(f"wrote {write_result('rules_matching', result)}")
+
+
+if __name__ == "__main__":
+    main()
