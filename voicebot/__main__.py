@@ -18,6 +18,7 @@ from aiohttp import web
 
 from voicebot.config import ConfigError, Settings, load_settings
 from voicebot.embedded.runner import EmbeddedProgramError
+from voicebot.errors import ModelMissing
 from voicebot.exposure import check_exposure
 from voicebot.livekit import join_grants, join_ttl, sign_token
 from voicebot.logs import configure_logging
@@ -158,6 +159,7 @@ def _exit_code(
     """Run `main` to its exit code; a child program that fails or a port that cannot be had is one line
     on stderr and exit code 1, not a traceback."""
     host, port = settings.server.host, settings.server.port
+    one_line: tuple[type[Exception], ...] = (ModelMissing, *also)
     try:
         return asyncio.run(main)
     except EmbeddedProgramError as exc:
@@ -166,7 +168,7 @@ def _exit_code(
         )
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
-    except also as exc:
+    except one_line as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

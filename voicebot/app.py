@@ -145,10 +145,14 @@ async def _start_services(
     tracing = Tracing(settings.telemetry, process_id=process_id)
     tracing.start()
     stack.push_async_callback(tracing.aclose)
+    if pipelines is None:
+        pipelines = ProviderPipelineFactory(settings.providers, settings.models)
+        # Before the cluster can start a session on them.
+        await pipelines.prepare(settings.agents)
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
-        pipelines=pipelines or ProviderPipelineFactory(settings.providers, settings.models),
+        pipelines=pipelines,
         state=store,
         process_id=process_id,
         tracing=tracing,

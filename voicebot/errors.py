@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from voicebot.logs import mask_phone
@@ -175,3 +176,14 @@ _DIAL_CODES = {
     404: "number_not_found",
     484: "number_not_found",
 }
+
+
+class ModelMissing(Exception):
+    """A file an offline model needs is not on disk; the message names it and what fetches it.
+
+    Not an HTTP error: voicebot loads its models before it serves, and stops with this message.
+    """
+
+    def __init__(self, path: Path, fix: str) -> None:
+        super().__init__(f"an offline model cannot load: {path} is missing; {fix}")
+        self.path = path

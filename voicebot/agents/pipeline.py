@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,9 +69,36 @@ class ProviderPipelineFactory:
             vad=await self._vad(agent),
         )
 
-    def _stt(self, agent: AgentDefinition) -> stt.STT[Any]:
+    async def prepare(self, agents: Sequence[AgentDefinition]) -> None:
+        """Load the offline models `agents` use now, before any session is started.
+
+        Loaded at the first session instead, they cost that caller a second or more, and their loading
+        (onnxruntime building its sessions holds the GIL) stalled every session already talking.
+        """
+        for agent in agents:
+            if self._stt_choice(agent) != "deepgram":
+                await asyncio.to_thread(self._stt, agent)
+            if self._tts_choice(agent) == "piper":
+                await self._tts(agent)
+            if agent.llm.provider == "rules":
+                await self._rule_meanings(agent)
+            await self._vad(agent)
+
+    def _stt_choice(self, agent: AgentDefinition) -> str:
         choice = agent.stt.provider
-        if choice == "deepgram" or (choice == "auto" and self._keys.deepgram_api_key):
+        if choice == "auto" and self._keys.deepgram_api_key:
+            return "deepgram"
+        return self._models.stt if choice in ("offline", "auto") else choice
+
+    def _tts_choice(self, agent: AgentDefinition) -> str:
+        choice = agent.tts.provider
+        if choice == "auto" and self._keys.eleven_api_key:
+            return "elevenlabs"
+        return self._models.tts if choice in ("offline", "auto") else choice
+
+    def _stt(self, agent: AgentDefinition) -> stt.STT[Any]:
+        choice = self._stt_choice(agent)
+        if choice == "deepgram":
             from livekit.plugins import deepgram
 
             return deepgram.STT(
@@ -78,8 +106,6 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 api_key=self._keys.deepgram_api_key,
             )
-        if choice in ("offline", "auto"):
-            choice = self._models.stt
         if choice == "moonshine":
             from voicebot.providers.moonshine_stt import MoonshineSTT
 
@@ -90,8 +116,8 @@ class ProviderPipelineFactory:
         return SphinxSTT(phrases=phrases, language=agent.language)
 
     async def _tts(self, agent: AgentDefinition) -> tts.TTS[Any]:
-        choice = agent.tts.provider
-        if choice == "elevenlabs" or (choice == "auto" and self._keys.eleven_api_key):
+        choice = self._tts_choice(agent)
+        if choice == "elevenlabs":
             from livekit.agents import NOT_GIVEN
             from livekit.plugins import elevenlabs
 
@@ -99,8 +125,6 @@ class ProviderPipelineFactory:
             # Unset options keep the plugin's own defaults.
             voice.update_options(voice_id=agent.tts.voice or NOT_GIVEN, model=agent.tts.model or NOT_GIVEN)
             return voice
-        if choice in ("offline", "auto"):
-            choice = self._models.tts
         if choice == "piper":
             from voicebot.providers.piper_tts import PiperTTS, shared_voice
 

@@ -21,6 +21,7 @@ from livekit.agents.telemetry import trace_types, tracer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from tokenizers import Tokenizer
 
+from voicebot.errors import ModelMissing
 from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
 
 MODEL = "moonshine/tiny"
@@ -38,6 +39,14 @@ TOKENS_PER_S = 6.5
 """Tokens a second of English speech takes at most, bar a margin; a decoder that runs past it is looping."""
 EXTRA_TOKENS = 10
 MIN_AUDIO_S = 0.1
+# What counts as voiced in a segment (20 ms windows, RMS of float samples), and how much is kept around it.
+VOICED_WINDOW_S = 0.02
+VOICED_SHARE_OF_PEAK = 0.05
+VOICED_FLOOR = 0.003
+KEEP_BEFORE_S = 0.25
+KEEP_AFTER_S = 0.2
+# Above this probability of ending at the first step, a segment holds no words (noise, a cough, silence).
+NO_SPEECH_END_PROBABILITY = 0.95
 """Shorter segments (a click the VAD let through) are no speech; Moonshine takes 0.1 s at the least."""
 MAX_CHUNK_S = 30.0
 """Moonshine reads at most 64 s at once; longer segments are recognised in pieces of this length."""
@@ -48,14 +57,6 @@ AUDIO_DURATION = "lk.stt.audio_duration"
 """Seconds of speech one stt_request recognised."""
 
 log = structlog.get_logger(__name__)
-
-
-class ModelMissing(Exception):
-    """A file Moonshine needs is not on disk; the message names it and what fetches it."""
-
-    def __init__(self, path: Path, fix: str) -> None:
-        super().__init__(f"Moonshine cannot load: {path} is missing; {fix}")
-        self.path = path
 
 
 class _Moonshine:
@@ -113,6 +114,11 @@ class _Moonshine:
                 },
             )
             scores = logits[0, -1]
+            if step == 0 and _probability(scores, END_TOKEN) < NO_SPEECH_END_PROBABILITY:
+                # Given a VAD segment with silence around the speech (Silero keeps 0.5 s before it),
+                # Moonshine often ends at once: a third of short questions came back empty. Speech it ends
+                # on at the first step had that end at 0.9 or less; noise and silence at 0.99 and more.
+                scores[END_TOKEN] = -np.inf
             token = int(scores.argmax())
             # The chosen token's log-probability: log-softmax at the argmax, whose score is the maximum.
             log_probability -= float(np.log(np.exp(scores - scores[token]).sum()))
@@ -127,6 +133,12 @@ class _Moonshine:
         text: str = self._tokenizer.decode(tokens)
         # The geometric mean of the tokens' probabilities, the end token's included.
         return text.strip(), math.exp(log_probability / (len(tokens) + 1))
+
+
+def _probability(scores: np.ndarray, token: int) -> float:
+    """The softmax probability of `token` among the decoder's scores."""
+    exponentials = np.exp(scores - scores.max())
+    return float(exponentials[token] / exponentials.sum())
 
 
 _models: dict[Path, _Moonshine] = {}
@@ -151,7 +163,29 @@ def _recognise(model: _Moonshine, frame: rtc.AudioFrame) -> tuple[str, float, fl
     audio_s = len(audio) / SAMPLE_RATE
     if audio_s < MIN_AUDIO_S:
         return "", 0.0, audio_s
-    return *model.transcribe(audio), audio_s
+    speech = _around_speech(audio)
+    if speech is None:
+        return "", 0.0, audio_s
+    return *model.transcribe(speech), audio_s
+
+
+def _around_speech(audio: np.ndarray) -> np.ndarray | None:
+    """`audio` cut to its voiced part and a little silence either side; None if nothing in it is voiced.
+
+    Silero hands over 0.5 s of what came before the speech; Moonshine misheard or dropped words with that
+    much silence ahead of them, and heard best with about a quarter of a second.
+    """
+    window = int(VOICED_WINDOW_S * SAMPLE_RATE)
+    usable = len(audio) // window * window
+    if usable == 0:
+        return None
+    levels = np.sqrt(np.mean(audio[:usable].reshape(-1, window) ** 2, axis=1))
+    voiced = np.flatnonzero(levels > max(levels.max() * VOICED_SHARE_OF_PEAK, VOICED_FLOOR))
+    if voiced.size == 0:
+        return None
+    start = max(0, voiced[0] * window - int(KEEP_BEFORE_S * SAMPLE_RATE))
+    end = min(len(audio), (voiced[-1] + 1) * window + int(KEEP_AFTER_S * SAMPLE_RATE))
+    return audio[start:end]
 
 
 class MoonshineSTT(stt.STT[Never]):

@@ -16,8 +16,9 @@ from voicebot.config import (
     ProviderKeys,
     Rule,
 )
+from voicebot.errors import ModelMissing
 from voicebot.providers.espeak_tts import EspeakTTS
-from voicebot.providers.moonshine_stt import ModelMissing, MoonshineSTT
+from voicebot.providers.moonshine_stt import MoonshineSTT
 from voicebot.providers.piper_tts import PiperTTS
 from voicebot.providers.sphinx_stt import SphinxSTT
 
@@ -78,3 +79,14 @@ async def test_moonshine_without_its_models_fails_the_build_saying_run_make_mode
 
     with pytest.raises(ModelMissing, match="run `make models`"):
         await factory.build(agent("moonshine"))
+
+
+async def test_prepare_loads_the_models_before_any_session_so_a_missing_one_fails_the_start(
+    tmp_path: Path,
+) -> None:
+    """Regression: models loaded at the first session cost that caller seconds and stalled the others."""
+    factory = ProviderPipelineFactory(ProviderKeys(), ModelSettings(dir=str(tmp_path)))
+
+    with pytest.raises(ModelMissing, match="run `make models`"):
+        await factory.prepare([agent("auto")])
+    await factory.prepare([agent("pocketsphinx", "espeak")])

@@ -15,8 +15,9 @@ from livekit.agents.metrics import STTMetrics
 
 from tests.voice_client import espeak
 from voicebot.config import DEFAULT_MODELS_DIR
+from voicebot.errors import ModelMissing
 from voicebot.providers import moonshine_stt
-from voicebot.providers.moonshine_stt import ModelMissing, MoonshineSTT
+from voicebot.providers.moonshine_stt import MoonshineSTT
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ROOT / DEFAULT_MODELS_DIR
@@ -210,3 +211,25 @@ async def test_a_decoder_that_never_ends_is_stopped_after_the_tokens_the_audio_c
     assert [e["event"] for e in logs if e["log_level"] == "info"] == ["stt_decoding_cut_short"]
     bound = frame.duration * moonshine_stt.TOKENS_PER_S + moonshine_stt.EXTRA_TOKENS
     assert bound - 1 <= looping.steps <= bound + 1
+
+
+@pytest.mark.parametrize("question", ["are you open right now", "can I leave my number", "bye bye"])
+async def test_a_short_question_with_the_vads_half_second_of_silence_before_it_is_heard(
+    moonshine: MoonshineSTT, question: str
+) -> None:
+    """Regression: with Silero's 0.5 s of lead-in, Moonshine ended at its first step and a third of short
+    questions came back empty (bench/offline_quality.py)."""
+    samples, rate = await espeak(question)
+    hiss = np.random.default_rng(7).normal(0, 30, rate // 2).astype(np.int16)
+    segment = np.concatenate([hiss, samples, hiss[: rate // 5]])
+
+    heard = await hear(moonshine, rtc.AudioFrame(segment.tobytes(), rate, 1, len(segment)))
+
+    assert word_errors(question, heard) <= 1, heard
+
+
+@pytest.mark.parametrize("level", [30, 300, 1000])
+async def test_noise_without_words_gives_no_text(moonshine: MoonshineSTT, level: int) -> None:
+    noise = np.random.default_rng(level).normal(0, level, 24000).astype(np.int16)
+
+    assert await hear(moonshine, rtc.AudioFrame(noise.tobytes(), 16000, 1, len(noise))) == ""
