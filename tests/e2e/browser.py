@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,20 @@ def chromium_args(microphone: Path | None, *, grant_microphone: bool = True) -> 
     return args
 
 
-async def write_microphone_wav(path: Path) -> Path:
-    """Write a WAV of espeak-ng saying PHRASE between stretches of silence to `path`."""
-    samples, rate = await espeak(PHRASE)
-    silence = np.zeros(int(LEAD_SILENCE_S * rate), dtype=np.int16)
-    trail = np.zeros(int(TRAIL_SILENCE_S * rate), dtype=np.int16)
+async def write_microphone_wav(path: Path, phrases: Sequence[str] = (PHRASE,), gap_s: float = 7.0) -> Path:
+    """Write a WAV of espeak-ng saying `phrases` between stretches of silence (`gap_s` between two) to
+    `path`."""
+    parts: list[np.ndarray] = []
+    rate = 22050
+    for index, phrase in enumerate(phrases):
+        samples, rate = await espeak(phrase)
+        parts += [np.zeros(int((LEAD_SILENCE_S if index == 0 else gap_s) * rate), dtype=np.int16), samples]
+    parts.append(np.zeros(int(TRAIL_SILENCE_S * rate), dtype=np.int16))
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
-        wav.writeframes(np.concatenate([silence, samples, trail]).tobytes())
+        wav.writeframes(np.concatenate(parts).tobytes())
     return path
 
 
