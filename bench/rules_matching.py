@@ -1,9 +1,10 @@
 """Rules matched by meaning: how often config.toml's agents answer paraphrases right, and unrelated sentences
 with their fallback, on tests/data/rules_phrases.toml; and what the sentence encoder costs.
 
-Prints a confusion table for the tuning and held-out sets, with the rules' examples and without them (their
-phrases only), at each agent's configured thresholds. `--sweep` also searches the thresholds that reach the
-targets on the tuning set with the most paraphrases right (the held-out set is never searched on).
+Prints a confusion table for the tuning set and both held-out sets side by side, with the rules' examples and
+without them (their phrases only), at each agent's configured thresholds. `--sweep` also searches the
+thresholds that reach the targets on the tuning set with the most paraphrases right (the held-out sets are
+never searched on).
 
     .venv/bin/python -m bench.rules_matching [--sweep]
 """
@@ -52,12 +53,15 @@ def without_examples(agent: AgentDefinition) -> AgentDefinition:
 
 
 def table_rows(name: str, scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[dict[str, Any]]:
-    """One row per split and agent, and one per split for all agents."""
+    """One row per agent and split, and one per split for all agents."""
     rows = []
-    for split in SPLITS:
-        in_split = [item for item in scored if item.case.split == split]
-        for agent_id in [*(agent.id for agent in agents), "all"]:
-            chosen = [item for item in in_split if agent_id in ("all", item.case.agent_id)]
+    for agent_id in [*(agent.id for agent in agents), "all"]:
+        for split in SPLITS:
+            chosen = [
+                item
+                for item in scored
+                if item.case.split == split and agent_id in ("all", item.case.agent_id)
+            ]
             counts = confusion(chosen, agents)
             rows.append({"rules": name, "split": split, "agent": agent_id, **as_dict(counts)})
     return rows
@@ -84,12 +88,12 @@ def as_dict(counts: Confusion) -> dict[str, Any]:
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The confusion table."""
     print(
-        f"{'rules':<18}{'split':<10}{'agent':<11}{'paraphrases: right':>19}{'fallback':>9}{'wrong':>6}"
+        f"{'rules':<18}{'split':<12}{'agent':<11}{'paraphrases: right':>19}{'fallback':>9}{'wrong':>6}"
         f"{'unrelated: fallback':>21}{'wrong':>6}  targets"
     )
     for row in rows:
         print(
-            f"{row['rules']:<18}{row['split']:<10}{row['agent']:<11}"
+            f"{row['rules']:<18}{row['split']:<12}{row['agent']:<11}"
             f"{row['right']:>7}/{row['paraphrases']:<3} {row['right_share']:>6.1%}{row['fallback']:>9}"
             f"{row['wrong']:>6}{row['unrelated_fallback']:>13}/{row['unrelated']:<3} "
             f"{row['unrelated_fallback_share']:>4.0%}{row['unrelated_wrong']:>6}  "
@@ -104,12 +108,16 @@ def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str
     by_id = {agent.id: agent for agent in agents}
     # answer() as arrays, so the grid's ~50 000 settings take seconds.
     exact = np.array([-1 if item.exact is None else item.exact for item in tuning])
-    nearest = np.array([item.nearest.rule if item.nearest else -1 for item in tuning])
-    similarity = np.array([item.nearest.similarity if item.nearest else -1.0 for item in tuning])
-    margin = np.array([item.nearest.margin if item.nearest else -1.0 for item in tuning])
+    guessed = np.array(
+        [-1 if item.guess is None or item.guess.rule is None else item.guess.rule for item in tuning]
+    )
+    probability = np.array([item.guess.probability if item.guess else -1.0 for item in tuning])
+    margin = np.array([item.guess.margin if item.guess else -1.0 for item in tuning])
     ends = np.array(
         [
-            item.nearest is not None and by_id[item.case.agent_id].rules[item.nearest.rule].end_call
+            item.guess is not None
+            and item.guess.rule is not None
+            and by_id[item.case.agent_id].rules[item.guess.rule].end_call
             for item in tuning
         ]
     )
@@ -117,13 +125,13 @@ def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str
     paraphrase = expected >= 0
     paraphrases = int(paraphrase.sum())
     unrelated_allowed = (1 - TARGET_UNRELATED_FALLBACK) * int((~paraphrase).sum())
-    grid = np.round(np.arange(0.30, 0.86, 0.01), 2)
+    grid = np.round(np.arange(0.20, 0.96, 0.02), 2)
     best: tuple[tuple[float, ...], dict[str, Any]] | None = None
-    for bar, min_margin, end_bar in itertools.product(grid, np.round(np.arange(0.0, 0.16, 0.01), 2), grid):
+    for bar, min_margin, end_bar in itertools.product(grid, np.round(np.arange(0.0, 0.41, 0.05), 2), grid):
         if end_bar < bar:
             continue
-        accepted = (similarity >= np.where(ends, end_bar, bar)) & (margin >= min_margin)
-        answered = np.where(exact >= 0, exact, np.where(accepted, nearest, -1))
+        accepted = (guessed >= 0) & (probability >= np.where(ends, end_bar, bar)) & (margin >= min_margin)
+        answered = np.where(exact >= 0, exact, np.where(accepted, guessed, -1))
         right = int(np.sum(paraphrase & (answered == expected)))
         wrong = int(np.sum(paraphrase & (answered >= 0) & (answered != expected)))
         unrelated_wrong = int(np.sum(~paraphrase & (answered >= 0)))
@@ -142,9 +150,9 @@ def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str
             best = (
                 key,
                 {
-                    "min_similarity": float(bar),
+                    "min_probability": float(bar),
                     "min_margin": float(min_margin),
-                    "end_call_min_similarity": float(end_bar),
+                    "end_call_min_probability": float(end_bar),
                     "meets_targets": meets,
                     "right": right,
                     "fallback": paraphrases - right - wrong,
@@ -157,7 +165,7 @@ def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str
 
 
 def misses(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[dict[str, Any]]:
-    """Every case not answered right, with its nearest rule, to see what a threshold costs."""
+    """Every case not answered right, with its likeliest class, to see what a threshold costs."""
     by_id = {agent.id: agent for agent in agents}
     found = []
     for item in scored:
@@ -165,7 +173,7 @@ def misses(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[di
         result = outcome(item.case, answer(item, agent, agent.rules_matching))
         if result is Outcome.RIGHT or (item.case.rule is None and result is Outcome.FALLBACK):
             continue
-        nearest = item.nearest
+        guess = item.guess
         found.append(
             {
                 "split": item.case.split,
@@ -173,9 +181,9 @@ def misses(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[di
                 "said": item.case.text,
                 "expected_rule": item.case.rule,
                 "outcome": result.value,
-                "nearest_rule": nearest.rule if nearest else None,
-                "similarity": round(nearest.similarity, 3) if nearest else None,
-                "margin": round(nearest.margin, 3) if nearest else None,
+                "likeliest_rule": guess.rule if guess else None,
+                "probability": round(guess.probability, 3) if guess else None,
+                "margin": round(guess.margin, 3) if guess else None,
             }
         )
     return found

@@ -9,11 +9,11 @@ from enum import Enum
 from pathlib import Path
 
 from voicebot.config import AgentDefinition, RulesMatching
-from voicebot.providers.rules_llm import Nearest, RuleMeanings, accepts, match_rule
+from voicebot.providers.rules_llm import Guess, RuleMeanings, accepts, match_rule, meaning_text
 from voicebot.providers.sentence_encoder import SentenceEncoder
 
 PHRASES = Path(__file__).parent / "data" / "rules_phrases.toml"
-SPLITS = ("tuning", "held_out")
+SPLITS = ("tuning", "held_out", "held_out_2")
 # What matching by meaning is asked to reach: shares of paraphrases and of unrelated sentences.
 TARGET_RIGHT = 0.90
 TARGET_WRONG = 0.02
@@ -59,26 +59,26 @@ class Scored:
 
     case: Case
     exact: int | None
-    nearest: Nearest | None
+    guess: Guess | None
 
 
 def score(
     all_cases: Iterable[Case],
     agents: Sequence[AgentDefinition],
     encoder: SentenceEncoder,
-    meanings: dict[str, RuleMeanings],
+    meanings: dict[str, RuleMeanings | None],
 ) -> list[Scored]:
-    """Each case's exact match and nearest rule; `meanings` by agent id."""
+    """Each case's exact match and likeliest class; `meanings` by agent id."""
     by_id = {agent.id: agent for agent in agents}
     listed = list(all_cases)
-    vectors = encoder.encode([case.text for case in listed])
+    vectors = encoder.encode([meaning_text(case.text) for case in listed])
     scored = []
     for case, vector in zip(listed, vectors, strict=True):
         rules = by_id[case.agent_id].rules
         exact = match_rule(rules, case.text)
-        scored.append(
-            Scored(case, rules.index(exact) if exact else None, meanings[case.agent_id].nearest(vector))
-        )
+        classifier = meanings[case.agent_id]
+        guess = classifier.guess(vector) if classifier else None
+        scored.append(Scored(case, rules.index(exact) if exact else None, guess))
     return scored
 
 
@@ -86,10 +86,10 @@ def answer(scored: Scored, agent: AgentDefinition, matching: RulesMatching) -> i
     """The rule RulesLLM.reply_to answers with, given these thresholds (None: the fallback)."""
     if scored.exact is not None:
         return scored.exact
-    nearest = scored.nearest
-    if nearest is None or not accepts(nearest, agent.rules, matching):
+    guess = scored.guess
+    if guess is None or not accepts(guess, agent.rules, matching):
         return None
-    return nearest.rule
+    return guess.rule
 
 
 def outcome(case: Case, rule: int | None) -> Outcome:

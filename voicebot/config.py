@@ -243,17 +243,18 @@ class Rule:
 class RulesMatching:
     """When the rules engine answers a sentence that says a rule's phrases in other words.
 
-    Similarities are cosines between sentence embeddings (all-MiniLM-L6-v2) of what was said and of each
-    phrase and example; a rule scores its best one. Defaults were chosen on tests/data/rules_phrases.toml
-    (`python -m bench.rules_matching --sweep`)."""
+    A classifier trained on the rules' phrases and examples, and on everyday sentences no rule answers
+    (providers/off_topic.txt), says how likely each rule, or none of them, is. Defaults were chosen on
+    tests/data/rules_phrases.toml (`python -m bench.rules_matching --sweep`)."""
 
     by_meaning: bool = True
     """False answers exact phrases and patterns only, as before matching by meaning existed."""
-    min_similarity: float = 0.56
-    """The nearest rule answers only at this similarity or above; below it the fallback does."""
-    min_margin: float = 0.13
-    """...and only when it beats the second-nearest rule by this much."""
-    end_call_min_similarity: float = 0.58
+    min_probability: float = 0.5
+    """The likeliest rule answers only at this probability or above; below it, or when "none" is likeliest,
+    the fallback does."""
+    min_margin: float = 0.05
+    """...and only when it is this much likelier than the next class."""
+    end_call_min_probability: float = 0.6
     """The bar for a rule with end_call: hanging up on a misheard sentence costs more than a fallback."""
 
 
@@ -585,7 +586,7 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
             except re.error as exc:
                 raise ConfigError(f"{where}.rules[{index}].patterns", f"{pattern!r}: {exc}") from None
     matching = agent.rules_matching
-    for key in ("min_similarity", "min_margin", "end_call_min_similarity"):
+    for key in ("min_probability", "min_margin", "end_call_min_probability"):
         if not 0 <= getattr(matching, key) <= 1:
             raise ConfigError(f"{where}.rules_matching.{key}", "must be between 0 and 1")
     turn = agent.turn

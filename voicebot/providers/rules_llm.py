@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Never
 
 import numpy as np
@@ -44,56 +46,109 @@ def match_rule(rules: Sequence[Rule], text: str) -> Rule | None:
     return None
 
 
-@dataclass(frozen=True)
-class Nearest:
-    """The rule nearest in meaning to a sentence."""
+OFF_TOPIC = Path(__file__).with_name("off_topic.txt")
+# The classifier's training: features are the unit embeddings times SCALE (a softmax over cosines alone is too
+# flat to be sure of anything), L2 weight decay DECAY, full-batch gradient descent from zero (deterministic).
+# Chosen on the tuning set of tests/data/rules_phrases.toml (bench/rules_matching.py).
+SCALE = 5.0
+DECAY = 1e-3
+STEPS = 400
+STEP_SIZE = 2.0
 
-    rule: int
-    """Its index in the agent's rules."""
-    similarity: float
-    """Cosine similarity to the rule's closest phrase or example."""
+
+def meaning_text(text: str) -> str:
+    """What is embedded of a sentence: its lowercase words, so casing and punctuation never matter."""
+    return " ".join(words(text))
+
+
+@functools.cache
+def off_topic_sentences() -> tuple[str, ...]:
+    """Everyday sentences no rule answers: every agent's "none of the rules" class (off_topic.txt)."""
+    lines = OFF_TOPIC.read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+@functools.cache
+def _off_topic_vectors(encoder: SentenceEncoder) -> Vectors:
+    return encoder.encode([meaning_text(text) for text in off_topic_sentences()])
+
+
+@dataclass(frozen=True)
+class Guess:
+    """The class a sentence most likely belongs to: one of the agent's rules, or none of them."""
+
+    rule: int | None
+    """Its index in the agent's rules; None when the off-topic class is likeliest."""
+    probability: float
+    """How likely the classifier finds it, 0 to 1."""
     margin: float
-    """How much nearer it is than the second-nearest rule."""
+    """How much likelier it is than the second-likeliest class."""
 
 
 @dataclass(frozen=True)
 class RuleMeanings:
-    """An agent's rules as sentence embeddings: one row per phrase and example, and the rule it belongs to."""
+    """A classifier of sentence embeddings into an agent's rules or none of them, trained on the rules'
+    phrases and examples and on the off-topic sentences (softmax regression: one weight vector per class)."""
 
     encoder: SentenceEncoder
-    vectors: Vectors
-    owners: npt.NDArray[np.intp]
-    rule_count: int
+    weights: npt.NDArray[np.float64]
+    """(385, classes): a column per class, the last row its bias."""
+    classes: tuple[int | None, ...]
+    """The rule each column stands for; None for the off-topic class (the last)."""
 
     @classmethod
-    def of(cls, rules: Sequence[Rule], encoder: SentenceEncoder) -> RuleMeanings:
-        """Embeds every phrase and example of `rules` (CPU work: off the event loop)."""
+    def of(cls, rules: Sequence[Rule], encoder: SentenceEncoder) -> RuleMeanings | None:
+        """Embeds every phrase and example of `rules` and trains on them (CPU work: off the event loop);
+        None when no rule has a phrase or example."""
         texts = [(i, text) for i, rule in enumerate(rules) for text in (*rule.phrases, *rule.examples)]
-        return cls(
-            encoder=encoder,
-            vectors=encoder.encode([text for _, text in texts]),
-            owners=np.array([index for index, _ in texts], dtype=np.intp),
-            rule_count=len(rules),
+        if not texts:
+            return None
+        # Rules with digits or patterns only have no sentences to learn from: they get no class.
+        classes: tuple[int | None, ...] = (*sorted({index for index, _ in texts}), None)
+        column = {rule: position for position, rule in enumerate(classes)}
+        vectors = np.vstack(
+            [encoder.encode([meaning_text(text) for _, text in texts]), _off_topic_vectors(encoder)]
+        )
+        labels = np.array(
+            [column[index] for index, _ in texts] + [column[None]] * len(off_topic_sentences()), dtype=np.intp
+        )
+        return cls(encoder=encoder, weights=_train(vectors, labels, len(classes)), classes=classes)
+
+    def guess(self, sentence: Vectors) -> Guess:
+        """The likeliest class of an embedded sentence (see meaning_text)."""
+        logits = np.append(sentence * SCALE, 1.0) @ self.weights
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        order = np.argsort(-probabilities)
+        best = float(probabilities[order[0]])
+        return Guess(
+            rule=self.classes[order[0]], probability=best, margin=best - float(probabilities[order[1]])
         )
 
-    def nearest(self, sentence: Vectors) -> Nearest | None:
-        """The rule nearest to an embedded sentence; None when no rule has a phrase or example."""
-        if not len(self.owners):
-            return None
-        # A rule scores its closest text: its phrases are alternatives, not samples around one meaning.
-        scores = np.full(self.rule_count, -np.inf, dtype=np.float32)
-        np.maximum.at(scores, self.owners, self.vectors @ sentence)
-        order = np.argsort(-scores)
-        similarity = float(scores[order[0]])
-        # A rule alone (or beside rules with digits only) is measured against an unrelated sentence's ~0.
-        runner_up = float(scores[order[1]]) if len(order) > 1 and np.isfinite(scores[order[1]]) else 0.0
-        return Nearest(rule=int(order[0]), similarity=similarity, margin=similarity - runner_up)
+
+def _train(vectors: Vectors, labels: npt.NDArray[np.intp], classes: int) -> npt.NDArray[np.float64]:
+    """Softmax regression weights, each class weighted as if it had as many sentences as any other."""
+    count = len(labels)
+    features = np.hstack([vectors.astype(np.float64) * SCALE, np.ones((count, 1))])
+    targets = np.eye(classes)[labels]
+    balance = (count / (classes * np.bincount(labels, minlength=classes)))[labels][:, None]
+    decay = np.full((features.shape[1], 1), DECAY)
+    decay[-1] = 0.0  # the bias is not decayed
+    weights = np.zeros((features.shape[1], classes))
+    for _ in range(STEPS):
+        logits = features @ weights
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        weights -= STEP_SIZE * (features.T @ ((probabilities - targets) * balance) / count + decay * weights)
+    return weights
 
 
-def accepts(nearest: Nearest, rules: Sequence[Rule], settings: RulesMatching) -> bool:
-    """Whether the nearest rule is near enough, and far enough ahead of the next, to answer."""
-    bar = settings.end_call_min_similarity if rules[nearest.rule].end_call else settings.min_similarity
-    return nearest.similarity >= bar and nearest.margin >= settings.min_margin
+def accepts(guess: Guess, rules: Sequence[Rule], settings: RulesMatching) -> bool:
+    """Whether the likeliest class is a rule, likely enough and far enough ahead of the next, to answer."""
+    if guess.rule is None:
+        return False
+    bar = settings.end_call_min_probability if rules[guess.rule].end_call else settings.min_probability
+    return guess.probability >= bar and guess.margin >= settings.min_margin
 
 
 class RulesLLM(llm.LLM[Never]):
@@ -128,19 +183,17 @@ class RulesLLM(llm.LLM[Never]):
         if self._meanings is None or not words(text):
             return self._fallback
         # Encoding takes milliseconds of CPU: on the encoder's thread, not the loop.
-        sentence = (await self._meanings.encoder.encode_async([text]))[0]
-        nearest = self._meanings.nearest(sentence)
-        if nearest is None:
-            return self._fallback
-        accepted = accepts(nearest, self._rules, self._matching)
+        sentence = (await self._meanings.encoder.encode_async([meaning_text(text)]))[0]
+        guess = self._meanings.guess(sentence)
+        accepted = accepts(guess, self._rules, self._matching)
         log.debug(
             "rule_matched" if accepted else "rule_not_matched",
             by="meaning",
-            rule=nearest.rule,
-            similarity=round(nearest.similarity, 3),
-            margin=round(nearest.margin, 3),
+            rule=guess.rule,
+            probability=round(guess.probability, 3),
+            margin=round(guess.margin, 3),
         )
-        return self._rules[nearest.rule].reply if accepted else self._fallback
+        return self._rules[guess.rule].reply if accepted and guess.rule is not None else self._fallback
 
     def ends_call(self, reply: str) -> bool:
         """Whether speaking `reply` ends the call (its rule has end_call)."""
