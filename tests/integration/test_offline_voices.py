@@ -110,8 +110,9 @@ async def test_an_unrelated_sentence_gets_the_fallback_not_a_rule(
 
     await person.wait_for(lambda: agent.fallback in person.finals(agent=True), 30, "the fallback reply")
     assert not set(person.finals(agent=True)) & {rule.reply for rule in agent.rules}
-    heard_user = [words(text) for text in person.finals(agent=False)]
-    assert words(UNRELATED) in heard_user, f"Moonshine should hear the sentence itself, heard {heard_user}"
+    (heard,) = [words(text) for text in person.finals(agent=False)]
+    # The fallback answered what was said, not something misheard as nothing (a word may differ).
+    assert len(set(words(UNRELATED)) - set(heard)) <= 1, f"Moonshine heard {heard}"
 
 
 async def test_the_greeting_is_spoken_by_piper_and_reads_back_as_its_text(

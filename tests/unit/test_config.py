@@ -378,3 +378,18 @@ def test_moonshine_and_pocketsphinx_are_stt_providers_by_name() -> None:
         agent = parse_settings(document, {}).agent("a")
         assert agent is not None
         assert agent.stt.provider == provider
+
+
+def test_models_stt_and_tts_default_to_moonshine_and_piper_and_come_from_the_environment() -> None:
+    assert (parse_settings(raw(), {}).models.stt, parse_settings(raw(), {}).models.tts) == (
+        "moonshine",
+        "piper",
+    )
+    light = parse_settings(raw(), {"VOICEBOT_MODELS_STT": "pocketsphinx", "VOICEBOT_MODELS_TTS": "espeak"})
+    assert (light.models.stt, light.models.tts) == ("pocketsphinx", "espeak")
+
+
+@pytest.mark.parametrize(("key", "value"), [("stt", "deepgram"), ("tts", "elevenlabs"), ("stt", "whisper")])
+def test_models_names_only_an_offline_recogniser_or_voice(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"models\.{key}.*is not one of"):
+        parse_settings(raw(models={key: value}), {})
