@@ -9,20 +9,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Never
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import structlog
 from livekit import rtc
-from livekit.agents import APIConnectOptions, stt, utils
-from livekit.agents.language import LanguageCode
-from livekit.agents.telemetry import trace_types, tracer
-from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from tokenizers import Tokenizer
 
 from voicebot.errors import ModelMissing
 from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
+from voicebot.providers.offline_stt import OfflineSTT
 
 MODEL = "moonshine/tiny"
 MODEL_DIR = "moonshine-tiny"
@@ -53,8 +50,6 @@ MAX_CHUNK_S = 30.0
 POOL_THREADS = min(2, os.cpu_count() or 1)
 """Recognitions that may run at once, process-wide; each runs its operators on its own thread alone, so
 Moonshine never takes more cores than this, whatever the number of sessions."""
-AUDIO_DURATION = "lk.stt.audio_duration"
-"""Seconds of speech one stt_request recognised."""
 
 log = structlog.get_logger(__name__)
 
@@ -188,12 +183,11 @@ def _around_speech(audio: np.ndarray) -> np.ndarray | None:
     return audio[start:end]
 
 
-class MoonshineSTT(stt.STT[Never]):
+class MoonshineSTT(OfflineSTT):
     """Recognises any English speech, offline. The first one built loads the model: not on the event loop."""
 
     def __init__(self, models_dir: Path, language: str = "en-US") -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
-        self._language = language
+        super().__init__(language)
         self._model = _model(models_dir)
 
     @property
@@ -206,34 +200,6 @@ class MoonshineSTT(stt.STT[Never]):
         """The provider name metrics and logs show."""
         return "moonshine"
 
-    @property
-    def _span_attributes(self) -> dict[str, str]:
-        return {
-            trace_types.ATTR_GEN_AI_REQUEST_MODEL: self.model,
-            trace_types.ATTR_GEN_AI_PROVIDER_NAME: self.provider,
-        }
-
-    async def _recognize_impl(
-        self,
-        buffer: utils.AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        frame = utils.merge_frames(buffer)
-        loop = asyncio.get_running_loop()
-        # The same span as SphinxSTT's (livekit-agents traces no STT request); the text stays out of it.
-        with tracer.start_as_current_span("stt_request", attributes=self._span_attributes) as span:
-            text, confidence, audio_s = await loop.run_in_executor(_pool, _recognise, self._model, frame)
-            span.set_attributes({AUDIO_DURATION: audio_s, trace_types.ATTR_TRANSCRIPT_CONFIDENCE: confidence})
-        log.debug("stt_recognised", text=text, confidence=round(confidence, 3), audio_s=round(audio_s, 3))
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[
-                stt.SpeechData(
-                    language=LanguageCode(language if isinstance(language, str) else self._language),
-                    text=text,
-                    confidence=confidence,
-                )
-            ],
-        )
+    async def recognise(self, frame: rtc.AudioFrame) -> tuple[str, float, float]:
+        """Text, confidence and seconds of audio of one segment, from the shared pool's threads."""
+        return await asyncio.get_running_loop().run_in_executor(_pool, _recognise, self._model, frame)

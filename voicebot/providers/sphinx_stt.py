@@ -7,21 +7,16 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Never
 
 import structlog
-from livekit.agents import APIConnectOptions, stt, utils
-from livekit.agents.language import LanguageCode
-from livekit.agents.telemetry import trace_types, tracer
-from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit import rtc
 from pocketsphinx import Decoder
 
 from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
+from voicebot.providers.offline_stt import OfflineSTT
 from voicebot.providers.rules_llm import words
 
 GRAMMAR = "phrases"
-AUDIO_DURATION = "lk.stt.audio_duration"
-"""Seconds of speech one stt_request recognised."""
 
 log = structlog.get_logger(__name__)
 
@@ -80,14 +75,13 @@ def _known_words() -> frozenset[str]:
         return frozenset(line.split(maxsplit=1)[0].split("(")[0] for line in entries if line.strip())
 
 
-class SphinxSTT(stt.STT[Never]):
+class SphinxSTT(OfflineSTT):
     """Recognises an agent's phrases (a JSGF grammar), or open English when no phrases are given."""
 
     _dictionary: frozenset[str] | None = None
 
     def __init__(self, phrases: Sequence[str] = (), language: str = "en-US") -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
-        self._language = language
+        super().__init__(language)
         self.phrases = self._usable(phrases)
         self._recogniser = _recogniser(self.phrases)
 
@@ -100,13 +94,6 @@ class SphinxSTT(stt.STT[Never]):
     def provider(self) -> str:
         """The provider name metrics and logs show."""
         return "pocketsphinx"
-
-    @property
-    def _span_attributes(self) -> dict[str, str]:
-        return {
-            trace_types.ATTR_GEN_AI_REQUEST_MODEL: self.model,
-            trace_types.ATTR_GEN_AI_PROVIDER_NAME: self.provider,
-        }
 
     @classmethod
     def _usable(cls, phrases: Sequence[str]) -> tuple[str, ...]:
@@ -124,32 +111,9 @@ class SphinxSTT(stt.STT[Never]):
                 usable.append(" ".join(kept))
         return tuple(usable)
 
-    async def _recognize_impl(
-        self,
-        buffer: utils.AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        frame = utils.merge_frames(buffer)
+    async def recognise(self, frame: rtc.AudioFrame) -> tuple[str, float, float]:
+        """Text, confidence and seconds of audio of one segment, on the decoder's own thread."""
         loop = asyncio.get_running_loop()
-        # livekit-agents traces its LLM and TTS requests but not STT ones; this span is their STT kin,
-        # through the same tracer (a no-op unless voicebot exports traces). The text stays out of it.
-        with tracer.start_as_current_span("stt_request", attributes=self._span_attributes) as span:
-            pcm = await loop.run_in_executor(self._recogniser.executor, to_16k_mono, frame)
-            text, confidence = await loop.run_in_executor(
-                self._recogniser.executor, self._recogniser.decode, pcm
-            )
-            audio_s = len(pcm) / 2 / SAMPLE_RATE
-            span.set_attributes({AUDIO_DURATION: audio_s, trace_types.ATTR_TRANSCRIPT_CONFIDENCE: confidence})
-        log.debug("stt_recognised", text=text, confidence=round(confidence, 3), audio_s=audio_s)
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[
-                stt.SpeechData(
-                    language=LanguageCode(language if isinstance(language, str) else self._language),
-                    text=text,
-                    confidence=confidence,
-                )
-            ],
-        )
+        pcm = await loop.run_in_executor(self._recogniser.executor, to_16k_mono, frame)
+        text, confidence = await loop.run_in_executor(self._recogniser.executor, self._recogniser.decode, pcm)
+        return text, confidence, len(pcm) / 2 / SAMPLE_RATE
