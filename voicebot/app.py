@@ -145,10 +145,15 @@ async def _start_services(
     tracing = Tracing(settings.telemetry, process_id=process_id)
     tracing.start()
     stack.push_async_callback(tracing.aclose)
+    if pipelines is None:
+        # Ours to close; pushed before the supervisor's shutdown, so it stops after the sessions have.
+        provider_pipelines = ProviderPipelineFactory(settings.providers)
+        stack.push_async_callback(provider_pipelines.aclose)
+        pipelines = provider_pipelines
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
-        pipelines=pipelines or ProviderPipelineFactory(settings.providers),
+        pipelines=pipelines,
         state=store,
         process_id=process_id,
         tracing=tracing,

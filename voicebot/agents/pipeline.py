@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.agents import llm, stt, tts, vad
 
 from voicebot.config import AgentDefinition, ProviderKeys
+
+if TYPE_CHECKING:
+    from voicebot.providers.silero_vad import BatchedSileroVAD
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class ProviderPipelineFactory:
 
     def __init__(self, keys: ProviderKeys) -> None:
         self._keys = keys
-        # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
-        self._vads: dict[tuple[float, float], vad.VAD] = {}
+        # The VAD model is loaded once per setting and shared: each session opens its own stream on it, and
+        # the streams' windows are judged together (providers/silero_vad.py).
+        self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
         self._vad_lock = asyncio.Lock()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
@@ -101,10 +105,15 @@ class ProviderPipelineFactory:
         key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
         async with self._vad_lock:
             if key not in self._vads:
-                from livekit.plugins import silero
+                from voicebot.providers.silero_vad import BatchedSileroVAD
 
                 # Loading the ONNX model is CPU work: keep it off the event loop.
                 self._vads[key] = await asyncio.to_thread(
-                    silero.VAD.load, activation_threshold=key[0], min_silence_duration=key[1]
+                    BatchedSileroVAD, activation_threshold=key[0], min_silence_duration=key[1]
                 )
             return self._vads[key]
+
+    async def aclose(self) -> None:
+        """Stop the shared VADs' batchers, once the sessions using them have ended."""
+        for shared in self._vads.values():
+            await shared.aclose()
