@@ -18,6 +18,10 @@ import structlog
 from livekit import rtc
 from livekit.agents import vad
 
+# The model file ships in the plugin's package. Importing it registers the plugin, which livekit-agents
+# allows on the main thread only: so here, when this module is imported, not when the model loads.
+from livekit.plugins.silero import resources as silero_resources
+
 log = structlog.get_logger(__name__)
 
 SAMPLE_RATE = 16000
@@ -37,7 +41,7 @@ _SR = np.array(SAMPLE_RATE, dtype=np.int64)
 @contextlib.contextmanager
 def _model_file() -> Iterator[str]:
     """The Silero VAD model (MIT) that livekit-plugins-silero ships, as a path onnxruntime can open."""
-    resource = importlib.resources.files("livekit.plugins.silero.resources") / "silero_vad.onnx"
+    resource = importlib.resources.files(silero_resources) / "silero_vad.onnx"
     with importlib.resources.as_file(resource) as path:
         yield str(path)
 
