@@ -81,21 +81,34 @@ class _Window:
 class WindowBatcher:
     """Runs every window submitted within one tick as one ONNX call in one worker thread.
 
-    A tick starts when a window arrives while nothing is pending and ends `gather_s` later, or at the next
-    loop iteration when `gather_s` is 0; windows that arrive while a call runs go in the next call, which
-    starts as soon as that one is done. The results come back to the loop in one callback for the batch.
+    A tick opens with the first window pending and closes when every open stream has a window in it, or
+    `gather_s` after it opened (at the next loop iteration when `gather_s` is 0), whichever comes first.
+    A stream has at most one window in a batch: it awaits each before it submits the next. Windows that
+    arrive while a call runs wait for it to end. The results come back to the loop in one callback per batch.
     """
 
     def __init__(self, session: onnxruntime.InferenceSession, *, gather_s: float = 0.0) -> None:
         self._session = session
         self._gather_s = gather_s
         self.counts = InferenceCounts()
+        self._streams = 0
         self._pending: list[_Window] = []
+        self._opened_at = 0.0
         self._tick: asyncio.Handle | None = None
         self._running: concurrent.futures.Future[tuple[np.ndarray, np.ndarray]] | None = None
         # Started on the first window, stopped by aclose(); the next window starts a new one.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        """A stream is open for the duration: a tick need not wait once each open stream has a window in."""
+        self._streams += 1
+        try:
+            yield
+        finally:
+            self._streams -= 1
+            self._dispatch_when_due()
 
     def submit(self, model_input: np.ndarray, state: np.ndarray) -> asyncio.Future[tuple[float, np.ndarray]]:
         """The raw speech probability of one window and the stream's next state, once its batch has run.
@@ -107,13 +120,25 @@ class WindowBatcher:
             self._loop = loop
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="silero-vad")
         future: asyncio.Future[tuple[float, np.ndarray]] = loop.create_future()
+        if not self._pending:
+            self._opened_at = loop.time()
         self._pending.append(_Window(model_input, state, future))
-        if self._tick is None and self._running is None:
-            if self._gather_s > 0:
-                self._tick = loop.call_later(self._gather_s, self._dispatch)
-            else:
-                self._tick = loop.call_soon(self._dispatch)
+        self._dispatch_when_due()
         return future
+
+    def _dispatch_when_due(self) -> None:
+        if self._running is not None or not self._pending or self._loop is None:
+            return
+        if len(self._pending) >= self._streams:
+            # Nobody else can join this tick.
+            if self._tick is not None:
+                self._tick.cancel()
+            self._dispatch()
+        elif self._tick is None:
+            if self._gather_s > 0:
+                self._tick = self._loop.call_at(self._opened_at + self._gather_s, self._dispatch)
+            else:
+                self._tick = self._loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._tick = None
@@ -152,9 +177,7 @@ class WindowBatcher:
             for i, (window, probability) in enumerate(zip(batch, probabilities.tolist(), strict=True)):
                 if not window.future.done():
                     window.future.set_result((probability, states[:, i : i + 1]))
-        # What arrived during the call has waited its tick already.
-        if self._pending and self._tick is None and self._running is None:
-            self._dispatch()
+        self._dispatch_when_due()
 
     async def aclose(self) -> None:
         """Stop: windows still pending are cancelled, a call in flight is waited for, the thread ends."""
@@ -390,6 +413,10 @@ class BatchedSileroStream(vad.VADStream):
             self._speech_buffer_full = False
 
     async def _main_task(self) -> None:
+        with self._batcher.attached():
+            await self._listen()
+
+    async def _listen(self) -> None:
         async for item in self._input_ch:
             if isinstance(item, vad.VADStream._FlushSentinel):
                 self._reset()

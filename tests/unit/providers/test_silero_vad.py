@@ -229,3 +229,23 @@ async def test_aclose_ends_the_worker_thread_and_the_next_window_starts_another(
 
     again = await hear(batched, speech[: 2 * RATE])
     assert again.boundaries == first.boundaries
+
+
+async def test_a_tick_waits_for_more_windows_only_while_an_open_stream_has_none_in(
+    speech: np.ndarray,
+) -> None:
+    gather_s = 0.2
+    detector = await asyncio.to_thread(BatchedSileroVAD, gather_s=gather_s, **OPTIONS)
+    clip = speech[: 10 * WINDOW]
+
+    # Alone, a stream's every window closes its tick: none waits.
+    alone = await hear(detector, clip)
+    # Beside a stream that is open but hears nothing, each window waits out the tick for it.
+    idle = detector.stream()
+    beside = await hear(detector, clip[: 3 * WINDOW])
+    await idle.aclose()
+    await detector.aclose()
+
+    done = vad.VADEventType.INFERENCE_DONE
+    assert max(e.inference_duration for e in alone.of(done)) < gather_s / 2
+    assert min(e.inference_duration for e in beside.of(done)) >= gather_s * 0.9
