@@ -66,6 +66,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.phone_first_word
 	$(PY) -m bench.browser_latency
 	$(PY) -m bench.monitoring_cost
+	$(PY) -m bench.vad_cost
 
 check: lint typecheck
 
