@@ -68,6 +68,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.monitoring_cost
 	$(PY) -m bench.piper_tts
 	$(PY) -m bench.moonshine_stt
+	$(PY) -m bench.vad_cost
 
 check: lint typecheck
 

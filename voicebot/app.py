@@ -146,9 +146,12 @@ async def _start_services(
     tracing.start()
     stack.push_async_callback(tracing.aclose)
     if pipelines is None:
-        pipelines = ProviderPipelineFactory(settings.providers, settings.models)
+        provider_pipelines = ProviderPipelineFactory(settings.providers, settings.models)
+        # Ours to close; pushed before the supervisor's shutdown, so it stops after the sessions have.
+        stack.push_async_callback(provider_pipelines.aclose)
         # Before the cluster can start a session on them.
-        await pipelines.prepare(settings.agents)
+        await provider_pipelines.prepare(settings.agents)
+        pipelines = provider_pipelines
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+if TYPE_CHECKING:
+    from voicebot.providers.silero_vad import BatchedSileroVAD
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -50,8 +53,9 @@ class ProviderPipelineFactory:
     def __init__(self, keys: ProviderKeys, models: ModelSettings) -> None:
         self._keys = keys
         self._models = models
-        # The VAD model is loaded once per setting and shared: each session opens its own stream on it.
-        self._vads: dict[tuple[float, float], vad.VAD] = {}
+        # The VAD model is loaded once per setting and shared: each session opens its own stream on it, and
+        # the streams' windows are judged together (providers/silero_vad.py).
+        self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
         self._vad_lock = asyncio.Lock()
         # Rule embeddings, one set per distinct rule list, shared by every session of the agents that have it.
         self._meanings: dict[tuple[Rule, ...], RuleMeanings | None] = {}
@@ -172,10 +176,15 @@ class ProviderPipelineFactory:
         key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
         async with self._vad_lock:
             if key not in self._vads:
-                from livekit.plugins import silero
+                from voicebot.providers.silero_vad import BatchedSileroVAD
 
                 # Loading the ONNX model is CPU work: keep it off the event loop.
                 self._vads[key] = await asyncio.to_thread(
-                    silero.VAD.load, activation_threshold=key[0], min_silence_duration=key[1]
+                    BatchedSileroVAD, activation_threshold=key[0], min_silence_duration=key[1]
                 )
             return self._vads[key]
+
+    async def aclose(self) -> None:
+        """Stop the shared VADs' batchers, once the sessions using them have ended."""
+        for shared in self._vads.values():
+            await shared.aclose()
