@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,9 +58,6 @@ class ProviderPipelineFactory:
         # the streams' windows are judged together (providers/silero_vad.py).
         self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
         self._vad_lock = asyncio.Lock()
-        # Rule embeddings, one set per distinct rule list, shared by every session of the agents that have it.
-        self._meanings: dict[tuple[Rule, ...], RuleMeanings | None] = {}
-        self._meanings_lock = asyncio.Lock()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
@@ -156,21 +154,8 @@ class ProviderPipelineFactory:
     async def _rule_meanings(self, agent: AgentDefinition) -> RuleMeanings | None:
         if not agent.rules_matching.by_meaning:
             return None
-        from voicebot.providers.rules_llm import RuleMeanings
-        from voicebot.providers.sentence_encoder import EncoderUnavailableError, shared_encoder
-
-        async with self._meanings_lock:
-            if agent.rules not in self._meanings:
-                try:
-                    # Loading the encoder (the first time) and embedding the phrases are CPU work.
-                    self._meanings[agent.rules] = await asyncio.to_thread(
-                        lambda: RuleMeanings.of(agent.rules, shared_encoder())
-                    )
-                except EncoderUnavailableError as exc:
-                    # The agent still answers its exact phrases; said once, not per session.
-                    log.warning("rules_matching_unavailable", agent_id=agent.id, error=str(exc))
-                    self._meanings[agent.rules] = None
-            return self._meanings[agent.rules]
+        # Loading the encoder (the first time), embedding the examples and training are CPU work.
+        return await asyncio.to_thread(_meanings_of, agent.rules, agent.id)
 
     async def _vad(self, agent: AgentDefinition) -> vad.VAD:
         key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
@@ -188,3 +173,25 @@ class ProviderPipelineFactory:
         """Stop the shared VADs' batchers, once the sessions using them have ended."""
         for shared in self._vads.values():
             await shared.aclose()
+
+
+# The rules' meanings, one per distinct rule list for the whole process, shared by every factory and
+# session: built per factory, every app the tests start (hundreds) trained the same classifiers again.
+_meanings: dict[tuple[Rule, ...], RuleMeanings | None] = {}
+_meanings_lock = threading.Lock()
+
+
+def _meanings_of(rules: tuple[Rule, ...], agent_id: str) -> RuleMeanings | None:
+    """The rules' meanings, built the first time they are asked for; CPU work for a thread."""
+    from voicebot.providers.rules_llm import RuleMeanings
+    from voicebot.providers.sentence_encoder import EncoderUnavailableError, shared_encoder
+
+    with _meanings_lock:
+        if rules not in _meanings:
+            try:
+                _meanings[rules] = RuleMeanings.of(rules, shared_encoder())
+            except EncoderUnavailableError as exc:
+                # The agent still answers its exact phrases; said once, not per session.
+                log.warning("rules_matching_unavailable", agent_id=agent_id, error=str(exc))
+                _meanings[rules] = None
+        return _meanings[rules]
