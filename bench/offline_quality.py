@@ -207,6 +207,7 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
             answered = await answered_rule(rules, agents[case.agent_id], case.text)
             matched.append(Heard(case, "text", False, case.text, answered))
         text_only[split] = confusion(matched)
+    await factory.aclose()
     return {"targets": TARGETS, "noise_snr_db": NOISE_SNR_DB, "text": text_only, "recognisers": results}
 
 

@@ -112,6 +112,14 @@ async def _start_services(
     runtime, and the SIP trunks from config.toml.
     """
     lk, sip = settings.livekit, settings.sip
+    if pipelines is None:
+        provider_pipelines = ProviderPipelineFactory(settings.providers, settings.models)
+        # Ours to close, after the sessions (whose shutdown is pushed later, so it runs first).
+        stack.push_async_callback(provider_pipelines.aclose)
+        # First of all: a missing model stops the start before any child program runs, and loading (seconds
+        # of CPU on both cores) is over before livekit-sip measures its load (it answers 429 under load).
+        await provider_pipelines.prepare(settings.agents)
+        pipelines = provider_pipelines
     embedded: EmbeddedServices | None = None
     if lk.embedded:
         webhook = f"http://{LOOPBACK}:{settings.server.port}{WEBHOOK_PATH}"
@@ -145,13 +153,6 @@ async def _start_services(
     tracing = Tracing(settings.telemetry, process_id=process_id)
     tracing.start()
     stack.push_async_callback(tracing.aclose)
-    if pipelines is None:
-        provider_pipelines = ProviderPipelineFactory(settings.providers, settings.models)
-        # Ours to close; pushed before the supervisor's shutdown, so it stops after the sessions have.
-        stack.push_async_callback(provider_pipelines.aclose)
-        # Before the cluster can start a session on them.
-        await provider_pipelines.prepare(settings.agents)
-        pipelines = provider_pipelines
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,

@@ -191,7 +191,7 @@ async def test_serve_with_sip_on_runs_redis_and_livekit_sip_and_takes_a_phone_ca
             session.get(f"http://127.0.0.1:{port}/api/livekit/health") as response,
         ):
             health = await response.json()
-        assert health["sip"]["reachable"] is True
+        assert health["sip"]["reachable"] is True, health["sip"]
         assert health["redis"]["reachable"] is True
         # voicebot, livekit-server and livekit-sip have its password; a stranger on loopback does not.
         async with Redis(port=redis_port, protocol=2) as stranger:

@@ -178,6 +178,8 @@ async def test_a_failing_provider_ends_its_own_session_and_no_other(
     finally:
         for person in people:
             await person.close()
+        # The test's factory is the test's to close: the app closes only one it made itself.
+        await pipelines.aclose()
 
 
 async def test_an_agent_whose_room_nobody_joins_leaves_when_livekit_closes_it(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load as load_safetensors
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 MODEL_PACKAGE = "all_minilm_l6_v2"
@@ -190,5 +191,10 @@ def shared_encoder() -> SentenceEncoder:
     global _shared
     with _shared_lock:
         if _shared is None:
+            # The encoder's matrix products are small (a sentence is ~10 tokens) and sessions already run in
+            # parallel on their own threads; OpenBLAS's default, a spinning thread per core for every
+            # product, made two workers loading at once take over a minute on two cores instead of seconds.
+            # Process-wide and lasting: nothing else in voicebot wants more.
+            threadpool_limits(limits=1, user_api="blas")
             _shared = SentenceEncoder.load()
         return _shared

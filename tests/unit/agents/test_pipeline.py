@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,22 @@ from voicebot.providers.sphinx_stt import SphinxSTT
 
 MODELS = ModelSettings(dir=str(Path(__file__).resolve().parents[3] / DEFAULT_MODELS_DIR))
 
+Factory = Callable[[ModelSettings], ProviderPipelineFactory]
+
+
+@pytest.fixture
+async def factory() -> AsyncIterator[Factory]:
+    """Pipeline factories that are closed after the test (each VAD's worker thread ends with it)."""
+    made: list[ProviderPipelineFactory] = []
+
+    def make(models: ModelSettings) -> ProviderPipelineFactory:
+        made.append(ProviderPipelineFactory(ProviderKeys(), models))
+        return made[-1]
+
+    yield make
+    for one in made:
+        await one.aclose()
+
 
 def agent(stt: str = "auto", tts: str = "auto") -> AgentDefinition:
     rules = (Rule(reply="Nine to five.", phrases=("opening hours",)),)
@@ -46,9 +63,9 @@ def agent(stt: str = "auto", tts: str = "auto") -> AgentDefinition:
     ],
 )
 async def test_the_stt_provider_named_is_the_one_built_without_cloud_keys(
-    provider: str, recogniser: type[object]
+    factory: Factory, provider: str, recogniser: type[object]
 ) -> None:
-    pipeline = await ProviderPipelineFactory(ProviderKeys(), MODELS).build(agent(stt=provider))
+    pipeline = await factory(MODELS).build(agent(stt=provider))
 
     assert isinstance(pipeline.stt, recogniser)
 
@@ -58,42 +75,41 @@ async def test_the_stt_provider_named_is_the_one_built_without_cloud_keys(
     [("piper", PiperTTS), ("espeak", EspeakTTS), ("offline", PiperTTS), ("auto", PiperTTS)],
 )
 async def test_the_tts_provider_named_is_the_voice_an_agent_speaks_with(
-    provider: str, voice: type[object]
+    factory: Factory, provider: str, voice: type[object]
 ) -> None:
-    pipeline = await ProviderPipelineFactory(ProviderKeys(), MODELS).build(agent(tts=provider))
+    pipeline = await factory(MODELS).build(agent(tts=provider))
 
     assert isinstance(pipeline.tts, voice)
 
 
-async def test_models_stt_and_tts_choose_what_auto_and_offline_mean() -> None:
-    light = ModelSettings(stt="pocketsphinx", tts="espeak", dir=MODELS.dir)
-    factory = ProviderPipelineFactory(ProviderKeys(), light)
+async def test_models_stt_and_tts_choose_what_auto_and_offline_mean(factory: Factory) -> None:
+    light = factory(ModelSettings(stt="pocketsphinx", tts="espeak", dir=MODELS.dir))
 
     for provider in ("auto", "offline"):
-        pipeline = await factory.build(agent(stt=provider, tts=provider))
+        pipeline = await light.build(agent(stt=provider, tts=provider))
         assert isinstance(pipeline.stt, SphinxSTT)
         assert isinstance(pipeline.tts, EspeakTTS)
-    named = await factory.build(agent(stt="moonshine", tts="piper"))
+    named = await light.build(agent(stt="moonshine", tts="piper"))
     assert isinstance(named.stt, MoonshineSTT)
     assert isinstance(named.tts, PiperTTS)
 
 
-async def test_moonshine_without_its_models_fails_the_build_saying_run_make_models(tmp_path: Path) -> None:
-    factory = ProviderPipelineFactory(ProviderKeys(), ModelSettings(dir=str(tmp_path)))
-
+async def test_moonshine_without_its_models_fails_the_build_saying_run_make_models(
+    factory: Factory, tmp_path: Path
+) -> None:
     with pytest.raises(ModelMissing, match="run `make models`"):
-        await factory.build(agent("moonshine"))
+        await factory(ModelSettings(dir=str(tmp_path))).build(agent("moonshine"))
 
 
 async def test_prepare_loads_the_models_before_any_session_so_a_missing_one_fails_the_start(
-    tmp_path: Path,
+    factory: Factory, tmp_path: Path
 ) -> None:
     """Regression: models loaded at the first session cost that caller seconds and stalled the others."""
-    factory = ProviderPipelineFactory(ProviderKeys(), ModelSettings(dir=str(tmp_path)))
+    missing = factory(ModelSettings(dir=str(tmp_path)))
 
     with pytest.raises(ModelMissing, match="run `make models`"):
-        await factory.prepare([agent("auto")])
-    await factory.prepare([agent("pocketsphinx", "espeak")])
+        await missing.prepare([agent("auto")])
+    await missing.prepare([agent("pocketsphinx", "espeak")])
 
 
 # A fresh interpreter: in this one, another test may have imported livekit-plugins-silero already.
@@ -124,13 +140,12 @@ async def test_the_first_pipeline_of_a_process_gets_its_vad() -> None:
     assert out.decode().strip() == "silero"
 
 
-async def test_sessions_of_one_setting_share_a_vad_and_another_setting_gets_its_own() -> None:
-    factory = ProviderPipelineFactory(ProviderKeys(), MODELS)
+async def test_sessions_of_one_setting_share_a_vad_and_another_setting_gets_its_own(factory: Factory) -> None:
+    shared = factory(MODELS)
     listener = greeting_agent()
     pickier = replace(listener, turn=replace(listener.turn, vad_activation_threshold=0.7))
 
-    first, second, other = [await factory.build(a) for a in (listener, listener, pickier)]
-    await factory.aclose()
+    first, second, other = [await shared.build(a) for a in (listener, listener, pickier)]
 
     assert first.vad is second.vad
     assert other.vad is not first.vad
