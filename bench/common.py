@@ -40,7 +40,12 @@ async def livekit_server() -> AsyncIterator[EmbeddedLiveKitServer]:
 
 def livekit_env(server: EmbeddedLiveKitServer, **extra: str) -> dict[str, str]:
     """The environment that points a process at `server`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
+    # VOICEBOT_MODELS_STT / _TTS pass through: a benchmark can be run again on another offline pipeline.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LIVEKIT_", "VOICEBOT_")) or k.startswith("VOICEBOT_MODELS_")
+    }
     return {
         **env,
         "LIVEKIT_URL": server.url,
