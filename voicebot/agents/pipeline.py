@@ -15,11 +15,9 @@ from voicebot.config import AgentDefinition, ModelSettings, ProviderKeys, Rule
 
 if TYPE_CHECKING:
     from voicebot.providers.rules_llm import RuleMeanings
+    from voicebot.providers.silero_vad import BatchedSileroVAD
 
 log = structlog.get_logger(__name__)
-
-if TYPE_CHECKING:
-    from voicebot.providers.silero_vad import BatchedSileroVAD
 
 
 @dataclass(frozen=True)
