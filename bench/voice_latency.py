@@ -45,7 +45,9 @@ TARGETS = {"voice_to_voice_p50_ms": 800.0, "added_rss_per_session_mb": 20.0}
 def pipeline_config(stt: str, tts: str) -> Path:
     """config.toml with agent-123 on these providers, written beside the results (models from the repo's)."""
     text = CONFIG.read_text()
-    agent_start = text.index('id = "agent-123"')
+    found = re.search(r'^id = "agent-123"$', text, re.MULTILINE)
+    assert found is not None, "config.toml has no agent-123"
+    agent_start = found.start()
     agent_end = text.index("[[agents]]", agent_start)
     agent = text[agent_start:agent_end]
     agent = re.sub(r'(\[agents\.stt\]\nprovider = )"[a-z]+"', rf'\1"{stt}"', agent)
