@@ -30,7 +30,7 @@ from livekit.agents import stt as agents_stt
 from livekit.agents import tts as agents_tts
 
 from bench.common import ROOT, write_result
-from tests.rules_phrases import Case, Confusion, Outcome, cases, outcome
+from tests.rules_phrases import SPLITS, Case, Confusion, Outcome, cases, outcome
 from tests.voice_client import espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
 from voicebot.config import AgentDefinition, ProviderChoice, load_settings
@@ -225,7 +225,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"  {phrase_set:12}{p['right_rule']:>8.1%}{p['fallback']:>10.1%}{p['wrong_rule']:>8.1%}"
             f"   {'':11}{u['fallback']:>9.1%}{u['wrong_rule']:>8.1%}"
         )
-    print("\nthrough speech and a recogniser (tuning and held-out sets together):")
+    print("\nthrough speech and a recogniser (every set together):")
     print(
         f"  {'recogniser':14}{'voice':18}{'WER':>7}{'right':>8}{'fallback':>10}{'wrong':>8}"
         f"   unrelated: {'fallback':>9}{'wrong':>8}"
@@ -249,14 +249,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--stt", default="moonshine,pocketsphinx", help="recognisers to compare")
-    parser.add_argument(
-        "--sets", default="tuning,held_out", help="phrase sets of tests/data/rules_phrases.toml"
-    )
+    parser.add_argument("--splits", default=",".join(SPLITS), help="sets of tests/data/rules_phrases.toml")
     args = parser.parse_args()
     # Every recognition logs at debug; the table is what this prints.
     configure_logging("warning", "console")
     started = time.monotonic()
-    result = asyncio.run(run(args.stt.split(","), args.sets.split(",")))
+    result = asyncio.run(run(args.stt.split(","), args.splits.split(",")))
     path = write_result("offline_quality", result)
     print_table(result)
     print(f"(written to {path.relative_to(path.parents[2])}; {time.monotonic() - started:.0f} s)")
