@@ -202,3 +202,24 @@ def production_log() -> Iterator[io.StringIO]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+async def loop_ticks_while(work: Awaitable[object]) -> int:
+    """How many times the event loop went round while `work` ran: CPU work done on the loop would let it go
+    round about once, work done off it many times."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await work
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+    return ticks
