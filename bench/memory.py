@@ -17,10 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import aiohttp
-import psutil
 from livekit import api
 
-from bench.common import livekit_server, post_json, standard_worker, voicebot_process, write_result
+from bench.common import (
+    livekit_server,
+    post_json,
+    standard_worker,
+    tree_rss_mb,
+    voicebot_process,
+    write_result,
+)
 from bench.standard_worker import AGENT_NAME
 from tests.servers import API_KEY, API_SECRET
 from tests.voice_client import VoiceClient
@@ -28,21 +34,8 @@ from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
 from voicebot.livekit import LiveKitGateway
 
 SETTLE_S = 5.0
-MB = 1024 * 1024
 
 Open = Callable[[], Awaitable[tuple[str, str]]]
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB."""
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / MB
 
 
 async def greeted(client: VoiceClient) -> None:

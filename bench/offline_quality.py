@@ -30,6 +30,7 @@ from livekit.agents import stt as agents_stt
 from livekit.agents import tts as agents_tts
 
 from bench.common import ROOT, write_result
+from tests.audio import word_errors
 from tests.rules_phrases import SPLITS, Case, Confusion, Outcome, cases, outcome
 from tests.voice_client import espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
@@ -81,17 +82,6 @@ class Heard:
 def normalised(text: str) -> list[str]:
     """Words for WER: lower case, no punctuation, small numbers spelled out."""
     return [_NUMBERS[int(w)] if w.isdigit() and int(w) < len(_NUMBERS) else w for w in words(text)]
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance in words (substitutions, insertions, deletions)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 def with_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:

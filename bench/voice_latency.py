@@ -25,9 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
-from bench.common import RESULTS, ROOT, livekit_server, post_json, summary, voicebot_process, write_result
+from bench.common import (
+    RESULTS,
+    ROOT,
+    livekit_server,
+    post_json,
+    summary,
+    tree_rss_mb,
+    voicebot_process,
+    write_result,
+)
+from bench.density import tree_cpu_s
 from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.config import load_settings
 
@@ -87,32 +96,6 @@ async def one_turn(client: VoiceClient, samples: Any, rate: int) -> float:
     return (answered - ended) * 1000
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU-seconds of `pid`, its reaped children and its live descendants."""
-    process = psutil.Process(pid)
-    times = process.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in process.children(recursive=True):
-        try:
-            child_times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += child_times.user + child_times.system
-    return total
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and its descendants, in MB."""
-    process = psutil.Process(pid)
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 1e6
-
-
 async def join(http: aiohttp.ClientSession, base: str) -> tuple[VoiceClient, dict[str, Any]]:
     """A new room with agent-123 and a client in it that has heard the greeting."""
     room = await post_json(http, f"{base}/api/livekit/create-room", {"agent_id": "agent-123"})
@@ -139,14 +122,14 @@ async def run_pipeline(name: str, turns: int) -> dict[str, Any]:
     ):
         client, room = await join(http, base)
         spoken_s = 0.0
-        cpu_before = cpu_seconds(process.pid)
+        cpu_before = tree_cpu_s(process.pid)
         for turn in range(turns):
             samples, rate = speech[phrases[turn % len(phrases)]]
             spoken_s += len(samples) / rate
             client_ms.append(await one_turn(client, samples, rate))
             print(f"  {name} turn {turn + 1:2}: {client_ms[-1]:6.0f} ms", flush=True)
             await asyncio.sleep(0.5)
-        cpu_used = cpu_seconds(process.pid) - cpu_before
+        cpu_used = tree_cpu_s(process.pid) - cpu_before
         async with http.get(f"{base}/api/sessions/{room['room_name']}/transcript") as response:
             lines = (await response.json())["lines"]
         rss_one = tree_rss_mb(process.pid)

@@ -132,3 +132,14 @@ async def hear_greeting(person: VoiceClient, within_s: float) -> Speech:
     await person.wait_for(audible_yet(person), within_s, "the greeting's first audible frame")
     await person.wait_for(lambda: greeting_over(person), within_s, "the greeting to end")
     return heard_speech(person)
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    """Words substituted, dropped or added between two word lists (word-level Levenshtein distance)."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, said in enumerate(reference, 1):
+        current = [i]
+        for j, heard in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (said != heard)))
+        previous = current
+    return previous[-1]

@@ -13,6 +13,7 @@ import structlog
 from livekit import rtc
 from livekit.agents.metrics import STTMetrics
 
+from tests.audio import word_errors as word_distance
 from tests.conftest import loop_ticks_while
 from tests.voice_client import espeak
 from voicebot.config import DEFAULT_MODELS_DIR
@@ -41,17 +42,8 @@ def normalised(text: str) -> list[str]:
 
 
 def word_errors(said: str, heard: str) -> int:
-    """Words substituted, dropped or added between `said` and `heard` (word-level edit distance)."""
-    reference, hypothesis = normalised(said), normalised(heard)
-    distances = list(range(len(hypothesis) + 1))
-    for i, word in enumerate(reference, 1):
-        previous, distances[0] = distances[0], i
-        for j, other in enumerate(hypothesis, 1):
-            previous, distances[j] = (
-                distances[j],
-                min(distances[j] + 1, distances[j - 1] + 1, previous + (word != other)),
-            )
-    return distances[-1]
+    """Words substituted, dropped or added between `said` and `heard`, case and punctuation aside."""
+    return word_distance(normalised(said), normalised(heard))
 
 
 async def speech(text: str, *, sample_rate: int | None = None) -> rtc.AudioFrame:
