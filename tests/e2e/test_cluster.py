@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.servers import API_KEY, API_SECRET, SharedState
-from tests.voice_client import VoiceClient, espeak
+from tests.voice_client import STATE_ATTRIBUTE, VoiceClient, espeak
 from tests.voicebot_process import VoicebotProcess, start_voicebot
 from voicebot.store.redis import RedisStore
 
@@ -120,6 +120,16 @@ async def test_when_the_owner_is_killed_another_process_takes_over_with_the_tran
         )
         takeover_s = time.monotonic() - killed_at
         print(f"\ncluster: an agent was back in the room {takeover_s:.2f} s after kill -9")
+        # The microphone's one "subscribed" event came for the first agent; the new one listens once its
+        # own state says so. Words said before that reach nobody, as they would on a real call.
+        await person.wait_for(
+            lambda: any(
+                p.identity != first_agent and p.attributes.get(STATE_ATTRIBUTE) == "listening"
+                for p in person.agents()
+            ),
+            30,
+            "the new agent to listen",
+        )
 
         message, rate = await espeak("where are you")
         await person.say(message, rate)
