@@ -1,4 +1,4 @@
-"""Where speech is audible in recorded audio, and the agent's greeting as espeak-ng speaks it, for comparison.
+"""Where speech is audible in recorded audio, and the agent's greeting as its offline voice says it.
 
 The tests and bench/first_word.py measure the greeting the same way: the first audible 10 ms frame is when
 the first word arrived, and the span from the first to the last audible frame is how much of it was heard.
@@ -6,6 +6,7 @@ the first word arrived, and the span from the first to the last audible frame is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +79,22 @@ def greeting_agent(agent_id: str = "agent-123") -> AgentDefinition:
     return agent
 
 
-async def synthesised_greeting(agent: AgentDefinition) -> Speech:
-    """The agent's greeting spoken by espeak-ng at the agent's voice and speed, as its offline TTS does."""
+async def synthesised_greeting(agent: AgentDefinition, voice: str = "espeak") -> Speech:
+    """The agent's greeting as its offline voice (`[models] tts`: "espeak" or "piper") speaks it, at the
+    agent's speed."""
+    if voice == "piper":
+        from voicebot.providers.piper_tts import SAMPLE_RATE, PiperTTS
+
+        async with PiperTTS(speed_wpm=agent.tts.speed_wpm).synthesize(agent.greeting) as stream:
+            frames = [np.frombuffer(event.frame.data, dtype=np.int16) async for event in stream]
+        return Speech(np.concatenate(frames), SAMPLE_RATE)
     samples, rate = await espeak(agent.greeting, voice=agent.tts.voice or "en-us", wpm=agent.tts.speed_wpm)
     return Speech(samples, rate)
+
+
+def offline_voice() -> str:
+    """The offline voice a voicebot started from config.toml with this environment speaks with."""
+    return load_settings(ROOT / "config.toml", os.environ).models.tts
 
 
 def first_audible(frames: list[tuple[float, np.ndarray]], threshold: float = VOICED_RMS) -> float | None:
