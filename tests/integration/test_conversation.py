@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 Client = TestClient[Any, Any]
 QUESTION = "what are your opening hours"
+SESSION_EVENTS_TOPIC = "lk.agent.session"  # livekit-agents' remote_session.TOPIC_SESSION_MESSAGES
 
 
 @pytest.fixture
@@ -54,6 +55,11 @@ async def test_agent_greets_hears_a_rule_phrase_and_speaks_the_rules_reply(
     agent = settings.agent("agent-123")
     assert agent is not None
     reply = agent.rules[0].reply
+    # livekit-agents' session host would stream every state, transcript and usage event here as bytes.
+    session_events: list[str] = []
+    person.room.register_byte_stream_handler(
+        SESSION_EVENTS_TOPIC, lambda _reader, identity: session_events.append(identity)
+    )
 
     await person.wait_for(lambda: bool(person.agents()), 15, "the agent to join")
     await person.wait_for(lambda: person.loud_seconds(person.agent_audio_since(0)) > 1.0, 20, "the greeting")
@@ -82,6 +88,7 @@ async def test_agent_greets_hears_a_rule_phrase_and_speaks_the_rules_reply(
     assert {"end_of_turn_delay", "transcription_delay"} <= set(said)
     assert {"llm_node_ttft", "tts_node_ttfb", "e2e_latency"} <= set(answered)
     assert 0 < answered["e2e_latency"] < 10
+    assert session_events == [], "the agent sent session events nobody asked for"
 
 
 async def test_the_session_ends_when_the_person_leaves_and_its_transcript_stays(
