@@ -24,8 +24,15 @@ CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
 def prewarm(process: JobProcess) -> None:
-    """Load settings once per worker process, as livekit recommends for models."""
-    process.userdata["settings"] = load_settings(CONFIG, os.environ)
+    """Load the settings and the offline models once per worker process, before its job, as livekit
+    recommends for models (loaded in the job instead, they put seconds before every greeting)."""
+    settings = load_settings(CONFIG, os.environ)
+    factory = ProviderPipelineFactory(settings.providers, settings.models)
+    agent = settings.agent(AGENT_ID)
+    assert agent is not None, f"config.toml has no agent {AGENT_ID}"
+    asyncio.run(factory.prepare([agent]))
+    process.userdata["settings"] = settings
+    process.userdata["factory"] = factory
 
 
 def no_load() -> float:
@@ -33,7 +40,8 @@ def no_load() -> float:
     return 0.0
 
 
-server = AgentServer(port=0, setup_fnc=prewarm, load_fnc=no_load)
+# Idle processes load their models side by side on the machine's cores: more than the default 10 s.
+server = AgentServer(port=0, setup_fnc=prewarm, load_fnc=no_load, initialize_process_timeout=60)
 
 
 @server.rtc_session(agent_name=AGENT_NAME)
@@ -41,7 +49,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """voicebot's agent-123, hosted by a worker job instead of a task."""
     settings = ctx.proc.userdata["settings"]
     agent = settings.agent(AGENT_ID)
-    pipeline = await ProviderPipelineFactory(settings.providers, settings.models).build(agent)
+    pipeline = await ctx.proc.userdata["factory"].build(agent)
     session = new_agent_session(agent, pipeline, max_provider_errors=settings.sessions.max_provider_errors)
     await session.start(agent=Agent(instructions=agent.instructions), room=ctx.room)
     session.say(agent.greeting)
