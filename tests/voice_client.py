@@ -19,6 +19,8 @@ TRANSCRIPTION_TOPIC = "lk.transcription"
 CHAT_TOPIC = "lk.chat"
 FINAL_ATTRIBUTE = "lk.transcription_final"
 STATE_ATTRIBUTE = "lk.agent.state"
+STREAM_CLOSE_S = 2.0
+"""How long closing a recording's stream waits for its end before it cancels the stream's reader."""
 FRAME_MS = 10
 MIC_RATE = 48000
 
@@ -85,6 +87,7 @@ class VoiceClient:
     heard: list[Heard] = field(default_factory=list)
     agent_states: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _streams: set[rtc.AudioStream] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(MIC_RATE, 1))
@@ -116,10 +119,15 @@ class VoiceClient:
 
     async def close(self) -> None:
         """Leave the room."""
+        # A track the SDK reports while it disconnects gets no recording: its stream cannot be opened then.
+        self.listen = False
         await self.room.disconnect()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A recording cancelled before it first ran never reached its `finally`.
+        for stream in list(self._streams):
+            await self._close_stream(stream)
 
     def agents(self) -> list[rtc.RemoteParticipant]:
         """The agent participants in the room now."""
@@ -204,10 +212,10 @@ class VoiceClient:
     ) -> None:
         agent = participant.identity.startswith(AGENT_IDENTITY_PREFIX)
         if self.listen and agent and track.kind == rtc.TrackKind.KIND_AUDIO:
-            task = asyncio.create_task(
-                self._record(rtc.AudioStream(track, sample_rate=self.agent_sample_rate))
-            )
-            self._tasks.add(task)
+            # Made here, not in the task, so that not one frame after the subscription is missed.
+            stream = rtc.AudioStream(track, sample_rate=self.agent_sample_rate)
+            self._streams.add(stream)
+            self._tasks.add(asyncio.create_task(self._record(stream)))
 
     async def _record(self, stream: rtc.AudioStream) -> None:
         try:
@@ -216,8 +224,15 @@ class VoiceClient:
                 self.agent_audio.append((time.monotonic(), samples))
                 self._changed.set()
         finally:
-            # The stream's own reader task ends only when the stream is closed; left open, it outlives us.
-            await stream.aclose()
+            await self._close_stream(stream)
+
+    async def _close_stream(self, stream: rtc.AudioStream) -> None:
+        # The stream's own reader task ends only when the stream is closed; left open, it outlives us.
+        if stream in self._streams:
+            self._streams.discard(stream)
+            # If its end never comes (the room already gone), giving up cancels the reader with it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.aclose(), STREAM_CLOSE_S)
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if STATE_ATTRIBUTE in changed and participant.identity.startswith(AGENT_IDENTITY_PREFIX):
