@@ -29,7 +29,7 @@ LEAD_IN_KEPT_S = 0.005
 
 def without_lead_in(pcm: bytes, sample_rate: int) -> bytes:
     """Mono int16 `pcm` from just before its first sound: a voice's lead-in silence only delays the first
-    word (Piper starts 25-55 ms late). All of it when nothing in it is louder than the floor."""
+    word (Piper starts 25-65 ms late). All of it when nothing in it is louder than the floor."""
     samples = np.frombuffer(pcm, dtype=np.int16)
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > LEAD_IN_FLOOR)
     if len(loud) == 0:
