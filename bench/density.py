@@ -28,13 +28,11 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -50,6 +48,7 @@ from bench.common import (
     voicebot_process,
     write_result,
 )
+from bench.processes import thread_cpu_s, tree, tree_cpu_s, tree_rss_mb
 from bench.standard_worker import AGENT_NAME
 from tests.servers import API_KEY, API_SECRET
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer
@@ -60,9 +59,6 @@ STANDARD = "standard_worker_process_executor"
 LABELS = {VOICEBOT: "voicebot", STANDARD: "standard worker"}
 PHRASE = "what are your opening hours"
 CYCLE_S = 7.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-MB = 1024 * 1024
 TTS_PROGRAM = "espeak-ng"
 """The TTS's synthesis processes: their CPU is the session's, but they live for milliseconds, so their memory
 would only add noise to RSS readings seconds apart."""
@@ -88,65 +84,6 @@ class Running:
     pid: int
     open_session: Open
     base: str = ""
-
-
-# /proc/<pid>/stat, after the ")" that ends the command name: field 3 (state) is index 0, so utime (14),
-# stime (15), cutime (16) and cstime (17) are 11-14, and rss (24, in pages) is 21.
-UTIME, CSTIME, RSS = 11, 14, 21
-
-
-def _stat(path: str) -> tuple[str, list[str]] | None:
-    """A /proc stat file as (command name, the fields after it); None when the process or thread is gone."""
-    try:
-        text = Path(path).read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and its live descendants."""
-    try:
-        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds used by `pid` and its descendants: their own, and that of the children they reaped.
-
-    A child reaped between two readings moves from its own line into its parent's cutime/cstime, so the
-    difference of two readings counts it once either way.
-    """
-    ticks = 0
-    for member in tree(pid):
-        stat = _stat(f"/proc/{member}/stat")
-        if stat is not None:
-            ticks += sum(int(value) for value in stat[1][UTIME : CSTIME + 1])
-    return ticks / CLK_TCK
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and its descendants, without the TTS's synthesis processes, in MB."""
-    pages = 0
-    for member in tree(pid):
-        stat = _stat(f"/proc/{member}/stat")
-        if stat is not None and stat[0] != TTS_PROGRAM:
-            pages += int(stat[1][RSS])
-    return pages * PAGE_BYTES / MB
-
-
-def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
-    """Each thread of `pid`: (its name, its CPU seconds)."""
-    threads: dict[int, tuple[str, float]] = {}
-    for path in Path(f"/proc/{pid}/task").glob("*/stat"):
-        stat = _stat(str(path))
-        if stat is not None:
-            name, fields = stat
-            # The kernel cuts thread names to 15 characters, padding some with a space.
-            cpu_s = (int(fields[UTIME]) + int(fields[UTIME + 1])) / CLK_TCK
-            threads[int(path.parent.name)] = (name.strip(), cpu_s)
-    return threads
 
 
 def lag_buckets(metrics: str) -> dict[float, float]:
@@ -345,7 +282,7 @@ async def read(
             "clients": tree_cpu_s(clients.process.pid) if clients else 0.0,
         },
         threads=thread_cpu_s(running.pid) if running.base else {},
-        rss_mb=tree_rss_mb(running.pid),
+        rss_mb=tree_rss_mb(running.pid, without=TTS_PROGRAM),
         processes=len(tree(running.pid)),
     )
     if running.base:

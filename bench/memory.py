@@ -19,14 +19,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import aiohttp
 from livekit import api
 
-from bench.common import (
-    livekit_server,
-    post_json,
-    standard_worker,
-    tree_rss_mb,
-    voicebot_process,
-    write_result,
-)
+from bench.common import livekit_server, post_json, standard_worker, voicebot_process, write_result
+from bench.processes import tree_rss_mb
 from bench.standard_worker import AGENT_NAME
 from tests.servers import API_KEY, API_SECRET
 from tests.voice_client import VoiceClient

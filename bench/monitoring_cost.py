@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from livekit.agents import utils
 
 from bench.common import livekit_server, post_json, summary, voicebot_process, write_result
 from bench.voice_latency import one_turn
@@ -80,9 +81,7 @@ async def scraping(http: aiohttp.ClientSession, base: str) -> AsyncIterator[list
     try:
         yield sizes
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await utils.aio.cancel_and_wait(task)
 
 
 async def run(rooms: int, calls: int, turns: int) -> dict[str, Any]:

@@ -26,17 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import (
-    RESULTS,
-    ROOT,
-    livekit_server,
-    post_json,
-    summary,
-    tree_rss_mb,
-    voicebot_process,
-    write_result,
-)
-from bench.density import tree_cpu_s
+from bench.common import RESULTS, ROOT, livekit_server, post_json, summary, voicebot_process, write_result
+from bench.processes import tree_cpu_s, tree_rss_mb
 from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.config import load_settings
 

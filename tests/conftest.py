@@ -17,6 +17,7 @@ import psutil
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
+from livekit.agents import utils
 from pytest_aiohttp import AiohttpClient
 
 from tests.servers import (
@@ -219,7 +220,5 @@ async def loop_ticks_while(work: Awaitable[object]) -> int:
     try:
         await work
     finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        await utils.aio.cancel_and_wait(ticker)
     return ticks

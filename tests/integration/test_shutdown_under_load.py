@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from livekit.agents import utils
 
 from tests.conftest import eventually
 from tests.integration.test_cli import port_is_open
@@ -105,9 +106,7 @@ async def test_a_stop_signal_lands_and_ends_serve_in_time_on_a_saturated_machine
             pytest.fail(f"serve still ran {STOP_WITHIN_S:g}s after {stop_signal.name}")
         took_s = time.monotonic() - sent_at
     finally:
-        flooding.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flooding
+        await utils.aio.cancel_and_wait(flooding)
         for hog in hogs:
             hog.kill()
         await asyncio.gather(*(hog.wait() for hog in hogs))

@@ -27,12 +27,17 @@ LEAD_IN_FLOOR = 64
 LEAD_IN_KEPT_S = 0.005
 
 
+def first_sound(samples: np.ndarray) -> int | None:
+    """The index of the first int16 sample louder than the lead-in floor; None when there is none."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > LEAD_IN_FLOOR)
+    return int(loud[0]) if len(loud) else None
+
+
 def without_lead_in(pcm: bytes, sample_rate: int) -> bytes:
     """Mono int16 `pcm` from just before its first sound: a voice's lead-in silence only delays the first
     word (Piper starts 25-65 ms late). All of it when nothing in it is louder than the floor."""
     samples = np.frombuffer(pcm, dtype=np.int16)
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > LEAD_IN_FLOOR)
-    if len(loud) == 0:
+    start = first_sound(samples)
+    if start is None:
         return pcm
-    start = max(0, int(loud[0]) - int(sample_rate * LEAD_IN_KEPT_S))
-    return samples[start:].tobytes()
+    return samples[max(0, start - int(sample_rate * LEAD_IN_KEPT_S)) :].tobytes()

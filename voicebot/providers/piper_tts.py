@@ -228,6 +228,13 @@ async def utterances(text: str, *, voice: str, binary: str = "espeak-ng") -> lis
     return spoken
 
 
+def _spoken(voice: PiperVoice, ids: Sequence[int], length_scale: float, first: bool) -> bytes:
+    """One utterance's PCM (on the pool). The silence before a later sentence is the pause between
+    sentences; before the first, only a wait."""
+    pcm = voice.speak(ids, length_scale)
+    return without_lead_in(pcm, SAMPLE_RATE) if first else pcm
+
+
 class PiperTTS(tts.TTS[Never]):
     """Piper's en_US joe voice, run by onnxruntime; espeak-ng, as a program, gives it phonemes."""
 
@@ -280,11 +287,12 @@ class PiperStream(tts.ChunkedStream):
         length_scale = voice.length_scale * self._piper.length_factor
         for index, sentence in enumerate(sentences):
             try:
-                pcm = await loop.run_in_executor(_EXECUTOR, voice.speak, voice.ids(sentence), length_scale)
+                pcm = await loop.run_in_executor(
+                    _EXECUTOR, _spoken, voice, voice.ids(sentence), length_scale, index == 0
+                )
             except Exception as exc:  # onnxruntime's errors derive from Exception alone
                 raise APIConnectionError(f"the Piper voice failed: {exc}", retryable=False) from exc
-            # The silence before a later sentence is the pause between sentences; before the first, a wait.
-            output_emitter.push(without_lead_in(pcm, SAMPLE_RATE) if index == 0 else pcm)
+            output_emitter.push(pcm)
         if not sentences:
             output_emitter.push(bytes(2 * int(SAMPLE_RATE * SILENCE_S)))
         output_emitter.flush()

@@ -211,8 +211,8 @@ class RoomSession:
                     agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
                     room=room,
                     # Hosting would stream every session event (states, transcripts, usage) to everyone in
-                    # the room as bytes no client of ours reads: at 6 sessions, 4-13 points of a core across
-                    # voicebot, livekit-server and the clients (bench/density's measure, A/B).
+                    # the room as bytes no client of ours reads: at 6 sessions it cost voicebot 4-13 points
+                    # of a core, and livekit-server and the clients more (an A/B of bench/density's measure).
                     session_host=False,
                     # Ending the session is ours to decide (last human gone), not the first caller's.
                     room_options=room_io.RoomOptions(

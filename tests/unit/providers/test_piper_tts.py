@@ -14,7 +14,7 @@ import pytest
 from livekit.agents import APIConnectionError, tts
 
 from voicebot.agents.greeting import GreetingCache
-from voicebot.providers.audio import LEAD_IN_FLOOR, LEAD_IN_KEPT_S
+from voicebot.providers.audio import LEAD_IN_KEPT_S, first_sound
 from voicebot.providers.piper_tts import SAMPLE_RATE, PiperTTS, PiperVoice
 
 MOONSHINE_DIR = Path(__file__).resolve().parents[3] / ".cache" / "models" / "moonshine-tiny"
@@ -63,7 +63,7 @@ def words(text: str) -> list[str]:
 
 @pytest.fixture
 def record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """What happened, in order: each utterance the model spoke (and with which session), each push."""
+    """What happened, in order: each utterance the model spoke (with which session), each audio pushed."""
     events: list[tuple[str, Any]] = []
     speak_utterance = PiperVoice.speak
     push = tts.AudioEmitter.push
@@ -73,7 +73,7 @@ def record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
         return speak_utterance(self, ids, length_scale)
 
     def recorded_push(self: tts.AudioEmitter, data: bytes) -> None:
-        events.append(("pushed", len(data)))
+        events.append(("pushed", data))
         push(self, data)
 
     monkeypatch.setattr(PiperVoice, "speak", recorded_speak)
@@ -107,29 +107,23 @@ async def test_speech_starts_at_its_first_sound_and_keeps_it(moonshine: Any, tex
     audio = await speak(PiperTTS(), text)
 
     # The model leads in with 25-65 ms of near-silence (peaks <= 6); what is heard first is the voice.
-    first_sound = int(np.flatnonzero(np.abs(audio.astype(np.int32)) > LEAD_IN_FLOOR)[0])
-    assert first_sound <= LEAD_IN_KEPT_S * SAMPLE_RATE + 1
+    sound_at = first_sound(audio)
+    assert sound_at is not None
+    assert sound_at <= LEAD_IN_KEPT_S * SAMPLE_RATE + 1
     heard = await asyncio.to_thread(transcribe, moonshine, audio)
     assert heard[0] == words(text)[0], heard
 
 
 def lead_in_s(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.int32)
-    return int(np.flatnonzero(np.abs(samples) > LEAD_IN_FLOOR)[0]) / SAMPLE_RATE
+    sound_at = first_sound(np.frombuffer(pcm, dtype=np.int16))
+    assert sound_at is not None
+    return sound_at / SAMPLE_RATE
 
 
-async def test_only_the_first_sentence_loses_its_lead_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    pushed: list[bytes] = []
-    push = tts.AudioEmitter.push
-
-    def recorded_push(self: tts.AudioEmitter, data: bytes) -> None:
-        pushed.append(data)
-        push(self, data)
-
-    monkeypatch.setattr(tts.AudioEmitter, "push", recorded_push)
+async def test_only_the_first_sentence_loses_its_lead_in(record: list[tuple[str, Any]]) -> None:
     await speak(PiperTTS(), "Thank you for calling. Thank you for calling.")
 
-    first, second = pushed
+    first, second = [data for event, data in record if event == "pushed"]
     assert lead_in_s(first) <= LEAD_IN_KEPT_S + 1 / SAMPLE_RATE
     # The second sentence's own lead-in (25-65 ms measured) is the pause between the two, so it stays.
     assert lead_in_s(second) >= 0.015
