@@ -24,10 +24,11 @@ FRAME_S = 0.01
 WHOLE_WITHIN_S = 0.1
 """How far the heard greeting's audible span may be from the synthesised one's and still count as whole.
 
-A whole greeting comes out 10-60 ms shorter at the client, in both voicebot and the standard worker and in
-every join order, its first frames' levels closely matching the synthesised start's: most likely the
-receiver's jitter buffer shortening playout as it drains, and Opus moving the quietest frames across the
+A whole greeting comes out 10-70 ms shorter at the client, in both voicebot and the standard worker and in
+every join order, its first frames' levels closely matching the synthesised start's, while the jitter
+buffer removes and inserts about as much (WebRTC's stats): Opus moving the quietest frames across the
 threshold. A start lost to a track nobody had subscribed to yet costs more: a subscription's round trip.
+What the jitter buffer did remove or insert (`VoiceClient.playout_stretch`) widens the bound by as much.
 """
 QUIET_AFTER_S = 0.3
 """Quiet audio received after the agent's last audible frame, once it listens again, that ends the greeting:

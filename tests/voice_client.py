@@ -23,6 +23,8 @@ STREAM_CLOSE_S = 2.0
 """How long closing a recording's stream waits for its end before it cancels the stream's reader."""
 FRAME_MS = 10
 MIC_RATE = 48000
+DECODED_RATE = 48000
+"""WebRTC decodes Opus at 48 kHz, and its receive statistics count samples at that rate."""
 
 
 async def espeak(text: str, *, voice: str = "en-us", wpm: int = 160) -> tuple[np.ndarray, int]:
@@ -66,6 +68,21 @@ class Heard:
     text: str
     final: bool
     at: float
+
+
+@dataclass(frozen=True)
+class PlayoutStretch:
+    """How much the client's jitter buffer changed the length of the agent's audio so far.
+
+    WebRTC's NetEq shortens audio to catch up when packets pile up (a receiver starved of CPU plays late),
+    and stretches it, or makes up sound in their place (concealment), when they run short; either way the
+    audio heard is not as long as the audio sent.
+    """
+
+    removed_s: float
+    """Taken out to catch up (acceleration)."""
+    inserted_s: float
+    """Put in to wait for packets: deceleration, and audible concealment (silent concealment is not heard)."""
 
 
 @dataclass
@@ -159,6 +176,21 @@ class VoiceClient:
         """
         await self.wait_for(lambda: bool(self.finals(agent=True)), within_s, "the greeting's transcription")
         await self.wait_until_listening(within_s, "the agent to listen after its greeting")
+
+    async def playout_stretch(self) -> PlayoutStretch:
+        """What the jitter buffer removed from and inserted into the agents' audio, from WebRTC's stats."""
+        removed = inserted = 0
+        for agent in self.agents():
+            for publication in agent.track_publications.values():
+                if publication.track is None or publication.kind != rtc.TrackKind.KIND_AUDIO:
+                    continue
+                for stats in await publication.track.get_stats():
+                    if stats.HasField("inbound_rtp"):
+                        inbound = stats.inbound_rtp.inbound
+                        removed += inbound.removed_samples_for_acceleration
+                        inserted += inbound.inserted_samples_for_deceleration
+                        inserted += inbound.concealed_samples - inbound.silent_concealed_samples
+        return PlayoutStretch(removed / DECODED_RATE, inserted / DECODED_RATE)
 
     def agent_audio_since(self, since: float) -> np.ndarray:
         """Agent audio received after `since` (monotonic time), as int16 samples."""

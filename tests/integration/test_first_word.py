@@ -43,8 +43,13 @@ async def assert_heard_whole(person: VoiceClient) -> None:
         lambda: len(text_so_far()) >= len(agent.greeting), GREETING_WITHIN_S, "the greeting's text"
     )
     assert text_so_far().startswith(agent.greeting)
-    assert abs(heard.voiced_s - spoken.voiced_s) <= WHOLE_WITHIN_S, (
-        f"heard {heard.voiced_s:.2f} s of the greeting, espeak-ng speaks {spoken.voiced_s:.2f} s"
+    # A receiver short of CPU plays late and its jitter buffer then shortens the audio to catch up (a clean
+    # clone's run under load heard 130 ms less): what it removed or inserted widens the bound by as much.
+    stretch = await person.playout_stretch()
+    shorter_s = spoken.voiced_s - heard.voiced_s
+    assert -WHOLE_WITHIN_S - stretch.inserted_s <= shorter_s <= WHOLE_WITHIN_S + stretch.removed_s, (
+        f"heard {heard.voiced_s:.2f} s of the greeting, espeak-ng speaks {spoken.voiced_s:.2f} s; the jitter "
+        f"buffer removed {stretch.removed_s * 1000:.0f} ms and inserted {stretch.inserted_s * 1000:.0f} ms"
     )
 
 

@@ -13,7 +13,14 @@ from tests.conftest import eventually
 from tests.integration.test_first_word import assert_heard_whole
 from tests.voice_client import VoiceClient
 from voicebot.api.app_keys import SUPERVISOR
-from voicebot.monitoring.events import ProviderUsage, SessionLabels
+from voicebot.monitoring.events import (
+    ProviderError,
+    ProviderUsage,
+    SessionEnd,
+    SessionLabels,
+    SessionObserver,
+    TurnTiming,
+)
 from voicebot.sessions.supervisor import SessionSupervisor
 
 pytestmark = pytest.mark.integration
@@ -21,8 +28,8 @@ pytestmark = pytest.mark.integration
 Client = TestClient[Any, Any]
 
 
-class UsageBySession:
-    """Records what each session's providers used."""
+class UsageBySession(SessionObserver):
+    """Records what each session's providers used; the other events it hears and ignores."""
 
     def __init__(self) -> None:
         self.tts_characters: defaultdict[str, int] = defaultdict(int)
@@ -30,6 +37,28 @@ class UsageBySession:
     def usage(self, session: SessionLabels, usage: ProviderUsage) -> None:
         if usage.kind == "tts":
             self.tts_characters[session.session_id] += usage.characters
+
+    # The events it ignores: an observer that lacked them would be logged as failing on each.
+    def session_started(self, session: SessionLabels) -> None:
+        return None
+
+    def agent_joined(self, session: SessionLabels, seconds: float) -> None:
+        return None
+
+    def first_word(self, session: SessionLabels, seconds: float) -> None:
+        return None
+
+    def turn_measured(self, session: SessionLabels, timing: TurnTiming) -> None:
+        return None
+
+    def provider_failed(self, session: SessionLabels, error: ProviderError) -> None:
+        return None
+
+    def dtmf_received(self, session: SessionLabels) -> None:
+        return None
+
+    def session_ended(self, session: SessionLabels, end: SessionEnd) -> None:
+        return None
 
 
 async def call(client: Client) -> str:
@@ -52,7 +81,7 @@ async def call(client: Client) -> str:
 async def test_later_calls_greet_from_the_cache_and_are_heard_whole(client: Client) -> None:
     supervisor: SessionSupervisor = client.app[SUPERVISOR]
     usage = UsageBySession()
-    supervisor.observers.add(usage)  # type: ignore[arg-type]  # it hears only usage
+    supervisor.observers.add(usage)
     greeting = greeting_agent().greeting
     first = await call(client)
     await eventually(
