@@ -1,12 +1,12 @@
 """Overload (issue 14): calls offered past capacity are refused at once, and the admitted ones keep answering.
 
-One `voicebot serve` with its default admission (the count limit, and the measured loop lag and CPU) and a
-fresh livekit-server. Calls arrive one every --arrival-s: each is a create-room, and an admitted call gets a
-LiveKit client (bench/density_clients.CountingClient, in this process) that asks "what are your opening
-hours" (espeak-ng) at the start of every 7 s cycle and listens for the reply. Arrivals go on until twice as
-many calls were offered as were admitted, after at least one refusal (so the offer is 2x the capacity voicebot
-measured for itself), or until --max-offers. Then, with every admitted call still talking, a window of
---window-s counts each call's questions and replies.
+One `voicebot serve` with its default admission (the count limit, the measured loop lag and CPU, the machine's
+CPU and the offline models' queue) and a fresh livekit-server. Calls arrive one every --arrival-s: each is a
+create-room, and an admitted call gets a LiveKit client (bench/density_clients.CountingClient, in this
+process) that asks "what are your opening hours" (espeak-ng) at the start of every 7 s cycle and listens for
+the reply. Arrivals go on until twice as many calls were offered as were admitted, after at least one refusal
+(so the offer is 2x the capacity voicebot measured for itself), or until --max-offers. Then, with every
+admitted call still talking, a window of --window-s counts each call's questions and replies.
 
 Reported: every offer (when, status, error code, ms to the answer), the refusals' answer times, and each
 admitted call's share of questions answered in the window. Targets: every admitted call answers at least 95%
@@ -31,6 +31,7 @@ from bench.common import livekit_server, percentile, voicebot_process, write_res
 from bench.density import CYCLE_S, PHRASE
 from bench.density_clients import CountingClient
 from tests.voice_client import espeak
+from voicebot.config import SessionSettings
 
 ANSWERED_AT_LEAST = 0.95
 REFUSED_WITHIN_MS = 100.0
@@ -47,7 +48,10 @@ class Offer:
     code: str
     ms: float
     live: int = 0
-    """Sessions voicebot had when it answered (its health's capacity)."""
+    """Sessions voicebot had when it answered (its health's capacity), and its measured load then."""
+    loop_lag_ms: float = 0.0
+    machine_cpu: float = 0.0
+    model_wait_ms: float = 0.0
 
 
 @dataclass
@@ -88,16 +92,25 @@ async def run(arrival_s: float, window_s: float, max_offers: int) -> dict[str, A
     async with (
         livekit_server() as server,
         aiohttp.ClientSession() as http,
-        voicebot_process(server, log_name="voicebot-overload.log") as (_, base),
+        voicebot_process(
+            server,
+            log_name="voicebot-overload.log",
+            VOICEBOT_SESSIONS_ADMISSION_MAX_MACHINE_CPU=str(SessionSettings().admission_max_machine_cpu),
+        ) as (_, base),
     ):
         started = time.monotonic()
         try:
             while len(offers) < max_offers:
                 answer, body = await offer(http, base, started)
-                answer.live = int((await capacity(http, base)).get("live", 0))
+                load = await capacity(http, base)
+                answer.live = int(load["live"])
+                answer.loop_lag_ms, answer.model_wait_ms = load["loop_lag_ms"], load["model_wait_ms"]
+                answer.machine_cpu = load["machine_cpu"]
                 offers.append(answer)
                 print(
-                    f"offer {len(offers)}: {answer.status} {answer.code} {answer.ms} ms",
+                    f"offer {len(offers)}: {answer.status} {answer.code} {answer.ms} ms; "
+                    f"{answer.live} live, loop lag {answer.loop_lag_ms} ms, "
+                    f"machine CPU {answer.machine_cpu:.0%}, model wait {answer.model_wait_ms} ms",
                     file=sys.stderr,
                 )
                 if answer.status == 200:
@@ -182,7 +195,8 @@ def report(result: dict[str, Any]) -> str:
     lines.append(
         f"at the end: {cap.get('live')} live of limit {cap.get('limit')}, admitting={cap.get('admitting')} "
         f"({cap.get('refusing_because')}), loop lag p90 {cap.get('loop_lag_ms')} ms, "
-        f"loop CPU {cap.get('loop_cpu')}"
+        f"loop CPU {cap.get('loop_cpu')}, machine CPU {cap.get('machine_cpu')}, "
+        f"model wait p90 {cap.get('model_wait_ms')} ms"
     )
     return "\n".join(lines)
 

@@ -54,7 +54,12 @@ def make_settings(livekit_url: str, **livekit: Any) -> Settings:
         "logging": {"format": "json"},
         # Measured admission off: the test process's loop also runs the tests' own clients, so its load says
         # nothing about voicebot's (tests/integration/test_admission.py turns it on).
-        "sessions": {"admission_max_loop_lag_ms": 0, "admission_max_cpu": 0},
+        "sessions": {
+            "admission_max_loop_lag_ms": 0,
+            "admission_max_cpu": 0,
+            "admission_max_model_wait_ms": 0,
+            "admission_max_machine_cpu": 0,
+        },
         # The in-process suites hear with pocketsphinx and speak with espeak-ng: exact transcripts of the
         # rules' phrases and a greeting as long as every synthesis of it. The default pipeline (Moonshine and
         # Piper) is what voicebot processes started by the tests run, and what tests/integration/

@@ -48,10 +48,15 @@ FAST_PIPELINE = {"VOICEBOT_MODELS_STT": "pocketsphinx", "VOICEBOT_MODELS_TTS": "
 DEFAULT_PIPELINE = {"VOICEBOT_MODELS_STT": "moonshine", "VOICEBOT_MODELS_TTS": "piper"}
 
 
+MACHINE_ADMISSION_OFF = {"VOICEBOT_SESSIONS_ADMISSION_MAX_MACHINE_CPU": "0"}
+"""The machine's CPU is the test suite's more than voicebot's (its clients, browsers, other servers), so
+admission by it is off in the voicebots tests start (tests/integration/test_admission.py tests it)."""
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The test's environment without LIVEKIT_/VOICEBOT_ settings of its own, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICEBOT_"))}
-    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **FAST_PIPELINE, **extra}
+    return {**env, "VOICEBOT_LOGGING_FORMAT": "json", **FAST_PIPELINE, **MACHINE_ADMISSION_OFF, **extra}
 
 
 def serve_env(ports: LiveKitServerPorts) -> dict[str, str]:

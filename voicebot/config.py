@@ -162,6 +162,14 @@ class SessionSettings:
     admission_max_cpu: float = 0.85
     """A new session is refused while the loop's thread used more than this share of a core over
     `admission_window_s` (1.0 is all the GIL lets it have); 0 turns the check off."""
+    admission_max_machine_cpu: float = 0.9
+    """A new session is refused while the machine's cores were busier than this share over
+    `admission_window_s`, whoever kept them busy (other sessions' models, livekit-server, anything else on
+    the machine): past it every call's audio work runs late together. 0 turns the check off."""
+    admission_max_model_wait_ms: float = 200.0
+    """A new session is refused while the offline models' jobs (Moonshine, Piper, the sentence encoder)
+    waited longer than this for a thread, at their 90th percentile over `admission_window_s`: the replies
+    of every running call are that late already. 0 turns the check off."""
     admission_window_s: float = 10.0
     """How far back the admission measurements look."""
 
@@ -664,6 +672,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("sessions.admission_max_loop_lag_ms", "must be 0 (off) or more")
     if not 0 <= sessions.admission_max_cpu <= 1:
         raise ConfigError("sessions.admission_max_cpu", "must be from 0 (off) to 1 (one whole core)")
+    if not 0 <= sessions.admission_max_machine_cpu <= 1:
+        raise ConfigError("sessions.admission_max_machine_cpu", "must be from 0 (off) to 1 (every core)")
+    if sessions.admission_max_model_wait_ms < 0:
+        raise ConfigError("sessions.admission_max_model_wait_ms", "must be 0 (off) or more")
     if sessions.admission_window_s <= 0:
         raise ConfigError("sessions.admission_window_s", "must be greater than 0")
     if settings.server.max_body_bytes < 256:

@@ -38,6 +38,8 @@ class LoopLoad:
     cpu: float
     """CPU time of the loop's own thread per second of wall time: 1.0 is one core, all the GIL lets it use."""
     samples: int
+    machine_cpu: float = 0.0
+    """The share of the whole machine's CPU time that was busy (every process, every core): 1.0 is all."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,26 @@ class _Sample:
     at_s: float
     lag_ms: float
     cpu_s: float
+    machine_busy: int = 0
+    machine_total: int = 0
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat; (0, 0) without one.
+
+    Read on the loop: /proc/stat is made by the kernel on reading, a few microseconds, never the disk.
+    """
+    try:
+        with open("/proc/stat", "rb") as stat:
+            first = stat.readline().split()
+    except OSError:
+        return 0, 0
+    if not first or first[0] != b"cpu":
+        return 0, 0
+    # user nice system idle iowait irq softirq steal; guest time is already counted in user and nice.
+    ticks = [int(field) for field in first[1:9]]
+    idle = sum(ticks[3:5])
+    return sum(ticks) - idle, sum(ticks)
 
 
 class LoopMonitor:
@@ -95,11 +117,16 @@ class LoopMonitor:
         # CPU between the oldest sample inside the window and the newest; one sample spans no time.
         span_s = newest.at_s - inside[0].at_s
         cpu = (newest.cpu_s - inside[0].cpu_s) / span_s if span_s > 0 else 0.0
-        return LoopLoad(round(lag, 3), round(cpu, 3), len(inside))
+        total = newest.machine_total - inside[0].machine_total
+        machine = (newest.machine_busy - inside[0].machine_busy) / total if total > 0 else 0.0
+        return LoopLoad(round(lag, 3), round(cpu, 3), len(inside), round(machine, 3))
 
-    def record(self, at_s: float, lag_ms: float, cpu_s: float) -> None:
-        """Add one wake-up: when (a monotonic clock), how late, and the loop thread's CPU time by then."""
-        self._samples.append(_Sample(at_s, lag_ms, cpu_s))
+    def record(
+        self, at_s: float, lag_ms: float, cpu_s: float, machine_ticks: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Add one wake-up: when (a monotonic clock), how late, the loop thread's CPU time by then, and the
+        machine's (busy, total) CPU ticks by then."""
+        self._samples.append(_Sample(at_s, lag_ms, cpu_s, *machine_ticks))
 
     async def _run(self) -> None:
         while True:
@@ -109,7 +136,7 @@ class LoopMonitor:
             lag_s = max(0.0, now - expected)
             # thread_time(): this task runs on the loop's thread, so it is that thread's CPU alone; the
             # speech models' executor threads and LiveKit's native threads are not the loop's to spend.
-            self.record(now, lag_s * 1000, time.thread_time())
+            self.record(now, lag_s * 1000, time.thread_time(), machine_cpu_ticks())
             if self._on_lag is not None:
                 self._on_lag(lag_s)
             if lag_s >= SLOW_CALLBACK_S:

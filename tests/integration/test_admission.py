@@ -1,8 +1,11 @@
-"""A process whose event loop runs late refuses new sessions with 503 at_capacity, and admits again after."""
+"""A process whose event loop runs late, whose machine's cores are busy, or whose offline models' jobs queue,
+refuses new sessions with 503 at_capacity, and admits again after."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from typing import Any
 
@@ -12,10 +15,12 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import changed, eventually
 from tests.integration.test_session_limits import ScriptedPipelines
+from tests.integration.test_shutdown_under_load import busy_processes
 from voicebot.api.app_keys import SUPERVISOR
 from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
+from voicebot.providers.pools import MeasuredPool
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +99,83 @@ async def test_a_slow_loop_refuses_create_room_with_at_capacity_and_admits_again
     room = (await created.json())["room_name"]
     assert supervisor.session(room) is not None
     await client.delete(f"/api/sessions/{room}")
+
+
+async def test_offline_models_queueing_for_a_thread_refuse_create_room_and_admit_again_once_they_run(
+    aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
+) -> None:
+    """The loop can be idle while every call's replies wait for a model thread: that refuses too."""
+    quick = changed(settings, "sessions", admission_window_s=2.0, admission_max_model_wait_ms=200.0)
+    client = await aiohttp_client(create_app(quick, pipelines=ScriptedPipelines()))
+    supervisor = client.app[SUPERVISOR]
+    rooms_before = set(await livekit.room_names())
+    # A pool like Piper's and Moonshine's, recording into the same process-wide waits admission reads: its
+    # one thread is busy, so the next inference queues behind it.
+    pool = MeasuredPool(1, "test-model")
+    release = threading.Event()
+    try:
+        busy = pool.submit(release.wait, 30)
+        queued = pool.submit(lambda: "inferred")
+
+        async def refusing() -> bool:
+            return bool((await capacity(client))["refusing_because"] == "model_wait")
+
+        await eventually(refusing, 20, "the queued inference to stop admission")
+        refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+        refused_body = await refused.json()
+        report = await capacity(client)
+    finally:
+        release.set()
+        pool.shutdown(wait=False)
+
+    assert refused.status == 503
+    assert refused_body["error"]["code"] == "at_capacity"
+    assert set(await livekit.room_names()) - rooms_before == set(), "a refused create-room made a room"
+    assert supervisor.live() == []
+    assert report["model_wait_ms"] > 200.0
+    assert await asyncio.wrap_future(busy) is True
+    assert await asyncio.wrap_future(queued) == "inferred"
+
+    async def admitting() -> bool:
+        return (await capacity(client))["admitting"] is True
+
+    await eventually(admitting, 20, "admission to recover once the models' jobs run")
+    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert created.status == 200, await created.text()
+    await client.delete(f"/api/sessions/{(await created.json())['room_name']}")
+
+
+async def test_a_machine_kept_busy_by_other_programs_refuses_create_room_and_admits_again_once_free(
+    aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
+) -> None:
+    """voicebot's loop may be idle while the cores are taken: every call's audio work would run late."""
+    quick = changed(settings, "sessions", admission_window_s=2.0, admission_max_machine_cpu=0.8)
+    client = await aiohttp_client(create_app(quick, pipelines=ScriptedPipelines()))
+    rooms_before = set(await livekit.room_names())
+    spinners = await busy_processes(os.cpu_count() or 1)
+    try:
+
+        async def refusing() -> bool:
+            return bool((await capacity(client))["refusing_because"] == "machine_cpu")
+
+        await eventually(refusing, 20, "the busy cores to stop admission")
+        refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+        refused_body = await refused.json()
+        report = await capacity(client)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        await asyncio.gather(*(spinner.wait() for spinner in spinners))
+
+    assert refused.status == 503
+    assert refused_body["error"]["code"] == "at_capacity"
+    assert set(await livekit.room_names()) - rooms_before == set(), "a refused create-room made a room"
+    assert report["machine_cpu"] > 0.8
+
+    async def admitting() -> bool:
+        return (await capacity(client))["admitting"] is True
+
+    await eventually(admitting, 20, "admission to recover once the cores are free")
+    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert created.status == 200, await created.text()
+    await client.delete(f"/api/sessions/{(await created.json())['room_name']}")

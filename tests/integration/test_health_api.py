@@ -40,12 +40,14 @@ async def test_health_reports_process_and_reachable_livekit(
     assert capacity["process_id"] == report["cluster"]["process_id"]
     assert (capacity["limit"], capacity["live"]) == (settings.sessions.max_concurrent, 0)
     sessions = settings.sessions
-    assert (capacity["max_loop_lag_ms"], capacity["max_cpu"]) == (
+    assert (capacity["max_loop_lag_ms"], capacity["max_cpu"], capacity["max_model_wait_ms"]) == (
         sessions.admission_max_loop_lag_ms,
         sessions.admission_max_cpu,
+        sessions.admission_max_model_wait_ms,
     )
     assert capacity["loop_lag_ms"] >= 0
     assert capacity["loop_cpu"] >= 0
+    assert capacity["model_wait_ms"] >= 0
     assert isinstance(capacity["admitting"], bool)
 
 

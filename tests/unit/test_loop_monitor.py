@@ -8,7 +8,7 @@ import time
 import pytest
 import structlog
 
-from voicebot.loop_monitor import SLOW_CALLBACK_S, LoopLoad, LoopMonitor
+from voicebot.loop_monitor import SLOW_CALLBACK_S, LoopLoad, LoopMonitor, machine_cpu_ticks
 
 
 async def test_a_blocking_call_on_the_loop_is_measured_and_logged() -> None:
@@ -59,3 +59,25 @@ def test_recent_load_is_the_lag_percentile_and_loop_cpu_of_the_window_only() -> 
 
 def test_recent_load_without_samples_is_none() -> None:
     assert LoopMonitor().recent(10.0) == LoopLoad(0.0, 0.0, 0)
+
+
+def test_recent_load_has_the_machines_busy_share_of_the_window() -> None:
+    monitor = LoopMonitor()
+    # Ticks of every core: 100 a second in all, of which 90 busy at first, then 30 over the window.
+    busy = total = 0
+    for i in range(80):
+        monitor.record(at_s=i * 0.25, lag_ms=1.0, cpu_s=0.0, machine_ticks=(busy, total))
+        total += 25
+        busy += 22 if i < 40 else 8  # 22.5 and 7.5 a quarter second, in whole ticks near enough
+
+    assert monitor.recent(5.0).machine_cpu == pytest.approx(0.32)
+    assert monitor.recent(100.0).machine_cpu == pytest.approx((40 * 22 + 39 * 8) / (79 * 25), abs=1e-3)
+
+
+def test_the_machines_cpu_ticks_are_read_from_proc_stat() -> None:
+    busy, total = machine_cpu_ticks()
+    later_busy, later_total = machine_cpu_ticks()
+
+    assert 0 < busy <= total
+    assert later_total >= total
+    assert later_busy >= busy

@@ -215,7 +215,8 @@ CAPACITY: Schema = _record(
         "admitting": {"type": "boolean", "description": "Whether this process would take a new session now."},
         "refusing_because": {
             "enum": [*get_args(RefusalReason), "limit", None],
-            "description": "Why not: the loop's lag, its CPU, or the count limit; null while admitting.",
+            "description": "Why not: the loop's lag, its CPU, the machine's CPU, the offline models' queue, "
+            "or the count limit; null while admitting.",
         },
         "loop_lag_ms": {
             "type": "number",
@@ -227,8 +228,25 @@ CAPACITY: Schema = _record(
             "minimum": 0,
             "description": "The loop thread's share of a core over `window_s` (1.0: a whole core).",
         },
+        "machine_cpu": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "The busy share of the machine's CPU, every process and core, over `window_s`.",
+        },
+        "model_wait_ms": {
+            "type": "number",
+            "minimum": 0,
+            "description": "How long the offline models' jobs waited for a thread, 90th percentile over "
+            "`window_s` (0 without offline models).",
+        },
         "max_loop_lag_ms": {"type": "number", "description": "sessions.admission_max_loop_lag_ms (0: off)."},
         "max_cpu": {"type": "number", "description": "sessions.admission_max_cpu (0: off)."},
+        "max_machine_cpu": {"type": "number", "description": "sessions.admission_max_machine_cpu (0: off)."},
+        "max_model_wait_ms": {
+            "type": "number",
+            "description": "sessions.admission_max_model_wait_ms (0: off).",
+        },
         "window_s": {"type": "number", "description": "sessions.admission_window_s."},
         "refused_overloaded": {
             "type": "integer",

@@ -7,7 +7,6 @@ import importlib.resources
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tokenizers import Tokenizer
 from voicebot.errors import ModelMissing
 from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
 from voicebot.providers.offline_stt import OfflineSTT
+from voicebot.providers.pools import MeasuredPool
 
 MODEL = "moonshine/tiny"
 MODEL_DIR = "moonshine-tiny"
@@ -138,7 +138,7 @@ def _probability(scores: np.ndarray, token: int) -> float:
 
 _models: dict[Path, _Moonshine] = {}
 _models_lock = threading.Lock()
-_pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="moonshine")
+_pool = MeasuredPool(POOL_THREADS, "moonshine")
 
 
 def _model(directory: Path) -> _Moonshine:

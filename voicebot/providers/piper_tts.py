@@ -10,7 +10,6 @@ import secrets
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Never
 
@@ -20,6 +19,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from voicebot.providers.audio import without_lead_in
+from voicebot.providers.pools import MeasuredPool
 
 VOICE_NAME = "en_US-joe-medium"
 SAMPLE_RATE = 22050  # the voice's audio.sample_rate, checked when it loads
@@ -41,7 +41,7 @@ SENTENCE_MARKS = frozenset(".!?")
 # _load_voice), so the pool's size is how many cores speech may use at once. Measured on 2 shared
 # cores: two sessions at 1 intra-op thread each spoke a sentence in 130-290 ms; at 2 threads each, the
 # threads fought and it took 340-470 ms.
-_EXECUTOR = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="piper")
+_EXECUTOR = MeasuredPool(len(os.sched_getaffinity(0)), "piper")
 _voice: PiperVoice | None = None
 _voice_lock = threading.Lock()
 

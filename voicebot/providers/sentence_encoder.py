@@ -8,7 +8,6 @@ import json
 import threading
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import numpy.typing as npt
 from safetensors.numpy import load as load_safetensors
 from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
+
+from voicebot.providers.pools import MeasuredPool
 
 MODEL_PACKAGE = "all_minilm_l6_v2"
 DIMENSIONS = 384
@@ -29,7 +30,7 @@ Vectors = npt.NDArray[np.float32]
 
 # One thread for every session's encodings: a sentence takes ~4 ms, and they queue behind each other rather
 # than take more of the cores from the sessions' audio work (numpy's BLAS already spreads one matmul).
-_executor = ThreadPoolExecutor(1, "sentence-encoder")
+_executor = MeasuredPool(1, "sentence-encoder")
 
 
 class EncoderUnavailableError(RuntimeError):

@@ -138,7 +138,7 @@ class Cluster:
     async def place(self, room_name: str) -> Placement:
         """The process that runs the room's agent; raises SessionLimitReached when every one is full,
         Overloaded when this process is too busy and no other has room."""
-        refusal = self.admission.refusal()
+        refusal = self.admission.refusal(len(self._supervisor.live()))
         if self._flipped(self._capacity(refusal)):
             # Placement weighs the capacity each process last advertised: say at once that this one has
             # none (or has again), rather than leave it to the next heartbeat.
@@ -153,6 +153,8 @@ class Cluster:
                     reason=refusal,
                     loop_lag_ms=load.lag_ms,
                     loop_cpu=load.cpu,
+                    machine_cpu=load.machine_cpu,
+                    model_wait_ms=round(self.admission.model_wait(), 1),
                     room=room_name,
                 )
                 raise Overloaded(refusal)
@@ -241,13 +243,20 @@ class Cluster:
                 await asyncio.sleep(0.1)
 
     async def _beat(self) -> None:
-        refusal = self.admission.refusal()
+        refusal = self.admission.refusal(len(self._supervisor.live()))
         capacity = self._capacity(refusal)
         await self._store.heartbeat(self.process_id, capacity, self._lease_ttl_s)
         if self._flipped(capacity):
             load = self.admission.load()
             event = "admission_paused" if refusal else "admission_resumed"
-            log.warning(event, reason=refusal, loop_lag_ms=load.lag_ms, loop_cpu=load.cpu)
+            log.warning(
+                event,
+                reason=refusal,
+                loop_lag_ms=load.lag_ms,
+                loop_cpu=load.cpu,
+                machine_cpu=load.machine_cpu,
+                model_wait_ms=round(self.admission.model_wait(), 1),
+            )
         self._advertised = capacity
         if self._state_ok_since is None:
             self._state_ok_since = time.monotonic()

@@ -32,10 +32,48 @@ def test_a_new_session_is_refused_when_the_loop_is_late_or_busy(
     assert overload(LoopLoad(lag_ms, cpu, 40), LIMITS) == refusal
 
 
-def test_a_threshold_of_zero_turns_its_check_off() -> None:
-    off = SessionSettings(admission_max_loop_lag_ms=0, admission_max_cpu=0)
+def test_a_new_session_is_refused_while_the_offline_models_jobs_wait_for_a_thread() -> None:
+    settings = SessionSettings(admission_max_model_wait_ms=200)
+    idle = LoopLoad(0.0, 0.0, 40)
 
-    assert overload(LoopLoad(10_000.0, 1.0, 40), off) is None
+    assert overload(idle, settings, model_wait_ms=200.0) is None
+    assert overload(idle, settings, model_wait_ms=201.0) == "model_wait"
+    # The loop's own measurements are named first: they are the ones every session shares.
+    assert overload(LoopLoad(60.0, 0.0, 40), settings, model_wait_ms=900.0) == "loop_lag"
+
+
+@pytest.mark.parametrize(
+    ("machine_cpu", "live", "refusal"),
+    [
+        (0.85, 0, None),
+        (0.95, 0, "machine_cpu"),
+        (0.8, 8, None),  # 0.8 now, 0.9 with a ninth session like the eight: at the threshold
+        (0.8, 7, "machine_cpu"),  # an eighth session like the seven would take it to 0.91
+        (0.5, 1, "machine_cpu"),  # one session using half the machine leaves no room for a second
+    ],
+)
+def test_a_new_session_is_refused_when_the_machine_would_be_too_busy_with_it(
+    machine_cpu: float, live: int, refusal: str | None
+) -> None:
+    settings = SessionSettings(admission_max_machine_cpu=0.9)
+
+    assert overload(LoopLoad(0.0, 0.0, 40, machine_cpu), settings, live=live) == refusal
+
+
+def test_a_threshold_of_zero_turns_its_check_off() -> None:
+    off = SessionSettings(
+        admission_max_loop_lag_ms=0,
+        admission_max_cpu=0,
+        admission_max_machine_cpu=0,
+        admission_max_model_wait_ms=0,
+    )
+
+    assert overload(LoopLoad(10_000.0, 1.0, 40, 1.0), off, model_wait_ms=10_000.0, live=10) is None
+
+
+def no_model_wait(_window_s: float) -> float:
+    """The offline models' pools are process-wide; other tests' jobs must not count here."""
+    return 0.0
 
 
 class Measured:
@@ -52,7 +90,7 @@ class Measured:
 
 def test_the_capacity_report_says_whether_and_why_not_admitting() -> None:
     measured = Measured()
-    admission = Admission(LIMITS, measured)
+    admission = Admission(LIMITS, measured, no_model_wait)
 
     idle = admission.capacity("p1", live=1)
     measured.load = LoopLoad(120.0, 0.4, 40)
@@ -66,6 +104,21 @@ def test_the_capacity_report_says_whether_and_why_not_admitting() -> None:
     assert set(measured.windows) == {LIMITS.admission_window_s}
 
 
+def test_the_capacity_report_shows_the_models_wait_and_refuses_for_it() -> None:
+    waits: list[float] = []
+
+    def model_wait_ms(window_s: float) -> float:
+        waits.append(window_s)
+        return 450.0
+
+    admission = Admission(LIMITS, Measured(), model_wait_ms)
+    report = admission.capacity("p1", live=1)
+
+    assert (report.admitting, report.refusing_because) == (False, "model_wait")
+    assert (report.model_wait_ms, report.max_model_wait_ms) == (450.0, LIMITS.admission_max_model_wait_ms)
+    assert waits == [LIMITS.admission_window_s]
+
+
 def test_max_concurrent_defaults_to_six_a_core() -> None:
     assert default_max_concurrent(2) == 12
     assert default_max_concurrent(0) == 6
@@ -73,7 +126,7 @@ def test_max_concurrent_defaults_to_six_a_core() -> None:
 
 def cluster_with(store: InMemoryStore, measured: Measured, limit: int = 2) -> Cluster:
     sessions = FakeSessions(limit=limit)
-    admission = Admission(SETTINGS.sessions, measured)
+    admission = Admission(SETTINGS.sessions, measured, no_model_wait)
     return Cluster(SETTINGS, store, sessions, FakeLiveKit(), takes_over=False, admission=admission)
 
 
