@@ -57,6 +57,31 @@ async def capacity(client: Client) -> dict[str, Any]:
     return dict(report["capacity"])
 
 
+async def refused_for(client: Client, reason: str, what: str) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """Once the capacity report refuses for `reason`, a create-room: its status and body, and the report."""
+
+    async def refusing() -> bool:
+        return bool((await capacity(client))["refusing_because"] == reason)
+
+    await eventually(refusing, 20, what)
+    refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    return refused.status, await refused.json(), await capacity(client)
+
+
+async def assert_admits_again(client: Client, what: str) -> None:
+    """Admission recovers, and a create-room then starts its agent."""
+
+    async def admitting() -> bool:
+        return (await capacity(client))["admitting"] is True
+
+    await eventually(admitting, 20, what)
+    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
+    assert created.status == 200, await created.text()
+    room = (await created.json())["room_name"]
+    assert client.app[SUPERVISOR].session(room) is not None
+    await client.delete(f"/api/sessions/{room}")
+
+
 async def test_a_slow_loop_refuses_create_room_with_at_capacity_and_admits_again_once_it_recovers(
     aiohttp_client: AiohttpClient, settings: Settings, livekit: LiveKitGateway
 ) -> None:
@@ -90,15 +115,7 @@ async def test_a_slow_loop_refuses_create_room_with_at_capacity_and_admits_again
     assert listed_body["capacity"]["loop_lag_ms"] > 50.0
     assert listed_body["capacity"]["refused_overloaded"] == 1
 
-    async def admitting() -> bool:
-        return (await capacity(client))["admitting"] is True
-
-    await eventually(admitting, 20, "admission to recover once the loop is free")
-    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-    assert created.status == 200, await created.text()
-    room = (await created.json())["room_name"]
-    assert supervisor.session(room) is not None
-    await client.delete(f"/api/sessions/{room}")
+    await assert_admits_again(client, "admission to recover once the loop is free")
 
 
 async def test_offline_models_queueing_for_a_thread_refuse_create_room_and_admit_again_once_they_run(
@@ -107,7 +124,6 @@ async def test_offline_models_queueing_for_a_thread_refuse_create_room_and_admit
     """The loop can be idle while every call's replies wait for a model thread: that refuses too."""
     quick = changed(settings, "sessions", admission_window_s=2.0, admission_max_model_wait_ms=200.0)
     client = await aiohttp_client(create_app(quick, pipelines=ScriptedPipelines()))
-    supervisor = client.app[SUPERVISOR]
     rooms_before = set(await livekit.room_names())
     # A pool like Piper's and Moonshine's, recording into the same process-wide waits admission reads: its
     # one thread is busy, so the next inference queues behind it.
@@ -116,33 +132,18 @@ async def test_offline_models_queueing_for_a_thread_refuse_create_room_and_admit
     try:
         busy = pool.submit(release.wait, 30)
         queued = pool.submit(lambda: "inferred")
-
-        async def refusing() -> bool:
-            return bool((await capacity(client))["refusing_because"] == "model_wait")
-
-        await eventually(refusing, 20, "the queued inference to stop admission")
-        refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-        refused_body = await refused.json()
-        report = await capacity(client)
+        status, body, report = await refused_for(client, "model_wait", "the queued inference to refuse")
     finally:
         release.set()
         pool.shutdown(wait=False)
 
-    assert refused.status == 503
-    assert refused_body["error"]["code"] == "at_capacity"
+    assert (status, body["error"]["code"]) == (503, "at_capacity")
     assert set(await livekit.room_names()) - rooms_before == set(), "a refused create-room made a room"
-    assert supervisor.live() == []
+    assert client.app[SUPERVISOR].live() == []
     assert report["model_wait_ms"] > 200.0
     assert await asyncio.wrap_future(busy) is True
     assert await asyncio.wrap_future(queued) == "inferred"
-
-    async def admitting() -> bool:
-        return (await capacity(client))["admitting"] is True
-
-    await eventually(admitting, 20, "admission to recover once the models' jobs run")
-    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-    assert created.status == 200, await created.text()
-    await client.delete(f"/api/sessions/{(await created.json())['room_name']}")
+    await assert_admits_again(client, "admission to recover once the models' jobs run")
 
 
 async def test_a_machine_kept_busy_by_other_programs_refuses_create_room_and_admits_again_once_free(
@@ -154,28 +155,13 @@ async def test_a_machine_kept_busy_by_other_programs_refuses_create_room_and_adm
     rooms_before = set(await livekit.room_names())
     spinners = await busy_processes(os.cpu_count() or 1)
     try:
-
-        async def refusing() -> bool:
-            return bool((await capacity(client))["refusing_because"] == "machine_cpu")
-
-        await eventually(refusing, 20, "the busy cores to stop admission")
-        refused = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-        refused_body = await refused.json()
-        report = await capacity(client)
+        status, body, report = await refused_for(client, "machine_cpu", "the busy cores to refuse")
     finally:
         for spinner in spinners:
             spinner.kill()
         await asyncio.gather(*(spinner.wait() for spinner in spinners))
 
-    assert refused.status == 503
-    assert refused_body["error"]["code"] == "at_capacity"
+    assert (status, body["error"]["code"]) == (503, "at_capacity")
     assert set(await livekit.room_names()) - rooms_before == set(), "a refused create-room made a room"
     assert report["machine_cpu"] > 0.8
-
-    async def admitting() -> bool:
-        return (await capacity(client))["admitting"] is True
-
-    await eventually(admitting, 20, "admission to recover once the cores are free")
-    created = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-    assert created.status == 200, await created.text()
-    await client.delete(f"/api/sessions/{(await created.json())['room_name']}")
+    await assert_admits_again(client, "admission to recover once the cores are free")
