@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
+from voicebot.agents.greeting import cache_offline_greetings
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
 from voicebot.api import agents, calls, health, metrics, openapi, ops, page, rooms, sessions, webhooks
 from voicebot.api.app_keys import (
@@ -112,6 +113,7 @@ async def _start_services(
     runtime, and the SIP trunks from config.toml.
     """
     lk, sip = settings.livekit, settings.sip
+    offline_voices: ProviderPipelineFactory | None = None
     if pipelines is None:
         provider_pipelines = ProviderPipelineFactory(settings.providers, settings.models)
         # Ours to close, after the sessions (whose shutdown is pushed later, so it runs first).
@@ -119,7 +121,7 @@ async def _start_services(
         # First of all: a missing model stops the start before any child program runs, and loading (seconds
         # of CPU on both cores) is over before livekit-sip measures its load (it answers 429 under load).
         await provider_pipelines.prepare(settings.agents)
-        pipelines = provider_pipelines
+        pipelines = offline_voices = provider_pipelines
     embedded: EmbeddedServices | None = None
     if lk.embedded:
         webhook = f"http://{LOOPBACK}:{settings.server.port}{WEBHOOK_PATH}"
@@ -161,6 +163,8 @@ async def _start_services(
         process_id=process_id,
         tracing=tracing,
     )
+    if offline_voices is not None:
+        await cache_offline_greetings(supervisor.greetings, settings.agents, offline_voices.offline_voice)
     if tracing.enabled:
         supervisor.observers.add(tracing)
     # Before the cluster starts, so the operator page also hears of sessions it adopts at start.

@@ -107,10 +107,11 @@ async def test_a_conversation_is_counted_timed_and_its_usage_measured(
     assert stt, "no STT usage reported"
     assert all(s.value > 0 for s in stt)
     (characters,) = [s for s in after if s.name == "voicebot_tts_characters_total"]
-    # What was spoken, character for character: the greeting in one piece (agents/greeting.py synthesises it
-    # once, whole, to keep it), the reply one sentence at a time as livekit-agents hands a non-streaming TTS
-    # its text, so the spaces between the reply's sentences are never synthesised.
-    assert characters.value == len(agent.greeting) + sum(len(s) for s in spoken_sentences([reply]))
+    # What the session synthesised, character for character: the reply one sentence at a time as
+    # livekit-agents hands a non-streaming TTS its text, so the spaces between its sentences are never
+    # synthesised. Not the greeting: an offline voice's was synthesised at startup (agents/greeting.py), by
+    # no session, and is played from memory.
+    assert characters.value == sum(len(s) for s in spoken_sentences([reply]))
     assert value(after, "voicebot_create_room_seconds_count", outcome="created") == 1
     http = "voicebot_http_requests_total"
     assert value(after, http, method="POST", route="/api/livekit/create-room", status="200") == 1

@@ -2,19 +2,23 @@
 
 The greeting's text is fixed by config.toml, so synthesising it again for every call only puts the TTS's
 first byte (and, with a cloud voice, its price) between a person's arrival and the first word they hear.
-The first call hears the greeting as it is synthesised, and what it hears is kept.
+An offline voice's greetings are synthesised at startup (they cost nothing but a moment of CPU), so even the
+first call after a start hears its greeting from memory. A cloud voice's greeting is synthesised by the first
+call, which hears it as it comes, and kept once it was synthesised to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
 from livekit import rtc
 from livekit.agents import tts
 from livekit.agents.utils.audio import AudioByteStream
+
+from voicebot.config import AgentDefinition
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +45,12 @@ class GreetingCache:
         if frames is not None:
             return _replay(frames)
         return self._synthesise((agent_id, text), voice)
+
+    async def fill(self, agent_id: str, text: str, voice: tts.TTS[Any]) -> None:
+        """Synthesise this greeting by `voice` and keep it now, unless it is kept already."""
+        if (agent_id, text) not in self._audio:
+            async for _frame in self._synthesise((agent_id, text), voice):
+                pass
 
     async def _synthesise(self, key: tuple[str, str], voice: tts.TTS[Any]) -> AsyncIterator[rtc.AudioFrame]:
         heard: list[rtc.AudioFrame] = []
@@ -83,3 +93,24 @@ async def _replay(frames: tuple[rtc.AudioFrame, ...]) -> AsyncIterator[rtc.Audio
     for frame in frames:
         yield frame
         await asyncio.sleep(0)
+
+
+async def cache_offline_greetings(
+    cache: GreetingCache,
+    agents: Sequence[AgentDefinition],
+    offline_voice: Callable[[AgentDefinition], Awaitable[tts.TTS[Any] | None]],
+) -> None:
+    """Synthesise now the greeting of every agent whose voice is offline (`offline_voice` gives it, or None
+    for a cloud voice, whose every synthesis is charged). One that fails is left to the first call."""
+    for agent in agents:
+        if not agent.greeting:
+            continue
+        voice = await offline_voice(agent)
+        if voice is None:
+            continue
+        try:
+            await cache.fill(agent.id, agent.greeting, voice)
+        except Exception as exc:
+            log.warning("greeting_not_cached", agent=agent.id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            await voice.aclose()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from livekit.agents import llm, stt, tts, vad
 
-from voicebot.config import AgentDefinition, ModelSettings, ProviderKeys, Rule
+from voicebot.config import OFFLINE_TTS, AgentDefinition, ModelSettings, ProviderKeys, Rule
 
 if TYPE_CHECKING:
     from voicebot.providers.rules_llm import RuleMeanings
@@ -83,6 +83,12 @@ class ProviderPipelineFactory:
             if agent.llm.provider == "rules":
                 await self._rule_meanings(agent)
             await self._vad(agent)
+
+    async def offline_voice(self, agent: AgentDefinition) -> tts.TTS[Any] | None:
+        """`agent`'s voice if it is an offline one (Piper or espeak-ng), None if it is a cloud voice."""
+        if self._tts_choice(agent) not in OFFLINE_TTS:
+            return None
+        return await self._tts(agent)
 
     def _stt_choice(self, agent: AgentDefinition) -> str:
         choice = agent.stt.provider

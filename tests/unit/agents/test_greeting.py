@@ -1,17 +1,23 @@
-"""The greeting cache: synthesised once per agent and text as it is first heard, replayed whole after."""
+"""The greeting cache: synthesised once per agent and text (at startup or first heard), replayed whole."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from livekit import rtc
 
 from tests.fakes import ToneTTS
-from voicebot.agents.greeting import FRAME_S, GreetingCache
+from voicebot.agents.greeting import FRAME_S, GreetingCache, cache_offline_greetings
+from voicebot.config import AgentDefinition
 
 GREETING = "Hello, how can I help?"
+
+
+def agent_with(agent_id: str, greeting: str) -> AgentDefinition:
+    return AgentDefinition(id=agent_id, name=agent_id, greeting=greeting)
 
 
 async def seconds(frames: AsyncIterator[rtc.AudioFrame]) -> float:
@@ -68,3 +74,39 @@ async def test_the_greeting_goes_out_in_short_frames_with_the_loop_free_between_
         assert [t for _, t in seen[1:]] == list(range(1, len(seen))), attempt
     assert voice.spoken == [GREETING]
     await voice.aclose()
+
+
+class FailingTTS(ToneTTS):
+    """A voice whose every synthesis fails."""
+
+    def synthesize(self, text: str, **_options: Any) -> Any:
+        raise RuntimeError("the voice is broken")
+
+
+async def test_offline_voices_greetings_are_synthesised_at_startup_and_cloud_voices_are_left_alone() -> None:
+    agents = [
+        agent_with("offline", "Hello from the desk."),
+        agent_with("cloud", "Hello from the cloud."),
+        agent_with("silent", ""),
+        agent_with("broken", "Hello, if I could."),
+    ]
+    voices: dict[str, ToneTTS] = {"offline": ToneTTS(audio_s=0.4), "broken": FailingTTS()}
+    asked: list[str] = []
+
+    async def offline_voice(agent: AgentDefinition) -> ToneTTS | None:
+        asked.append(agent.id)
+        return voices.get(agent.id)
+
+    cache = GreetingCache()
+    await cache_offline_greetings(cache, agents, offline_voice)
+
+    assert cache.cached("offline", "Hello from the desk.")
+    assert voices["offline"].spoken == ["Hello from the desk."]
+    assert not cache.cached("cloud", "Hello from the cloud."), "a cloud voice is charged for every synthesis"
+    assert not cache.cached("broken", "Hello, if I could."), "a failure is left to the first call"
+    assert asked == ["offline", "cloud", "broken"], "an agent without a greeting needs no voice"
+    # The first call then plays it from memory: the voice is not asked again.
+    assert await seconds(cache.audio("offline", "Hello from the desk.", voices["offline"])) == pytest.approx(
+        0.4, abs=0.011
+    )
+    assert voices["offline"].spoken == ["Hello from the desk."]
