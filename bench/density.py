@@ -194,7 +194,6 @@ async def voicebot_system(
         VOICEBOT_SESSIONS_ADMISSION_MAX_LOOP_LAG_MS="0",
         VOICEBOT_SESSIONS_ADMISSION_MAX_CPU="0",
         VOICEBOT_SESSIONS_ADMISSION_MAX_MODEL_WAIT_MS="0",
-        VOICEBOT_SESSIONS_ADMISSION_MAX_MACHINE_CPU="0",
     ) as (process, base):
 
         async def open_session() -> tuple[str, str]:

@@ -68,7 +68,6 @@ async def test_two_workers_share_one_exact_limit_and_both_run_sessions(workers: 
         VOICEBOT_SESSIONS_ADMISSION_MAX_LOOP_LAG_MS="0",
         VOICEBOT_SESSIONS_ADMISSION_MAX_CPU="0",
         VOICEBOT_SESSIONS_ADMISSION_MAX_MODEL_WAIT_MS="0",
-        VOICEBOT_SESSIONS_ADMISSION_MAX_MACHINE_CPU="0",
     )
     assert len(children_of(bot.process.pid)) == 4, "two workers, livekit-server and redis-server"
 

@@ -96,6 +96,16 @@ class Admission:
         """The offline models' jobs' wait for a thread now, in ms."""
         return self._model_wait_ms(self._settings.admission_window_s)
 
+    def measured(self) -> dict[str, float]:
+        """The measurements a refusal is judged by, for the logs."""
+        load = self.load()
+        return {
+            "loop_lag_ms": load.lag_ms,
+            "loop_cpu": load.cpu,
+            "machine_cpu": load.machine_cpu,
+            "model_wait_ms": round(self.model_wait(), 1),
+        }
+
     def refusal(self, live: int) -> RefusalReason | None:
         """Why a new session would be refused for the load now, with `live` sessions running, or None
         when it would be admitted."""

@@ -147,16 +147,7 @@ class Cluster:
         if placement is None:
             if refusal is not None:
                 self.admission.refused += 1
-                load = self.admission.load()
-                log.warning(
-                    "session_refused",
-                    reason=refusal,
-                    loop_lag_ms=load.lag_ms,
-                    loop_cpu=load.cpu,
-                    machine_cpu=load.machine_cpu,
-                    model_wait_ms=round(self.admission.model_wait(), 1),
-                    room=room_name,
-                )
+                log.warning("session_refused", reason=refusal, room=room_name, **self.admission.measured())
                 raise Overloaded(refusal)
             sessions = self._settings.sessions
             raise SessionLimitReached(sessions.max_concurrent)
@@ -247,16 +238,8 @@ class Cluster:
         capacity = self._capacity(refusal)
         await self._store.heartbeat(self.process_id, capacity, self._lease_ttl_s)
         if self._flipped(capacity):
-            load = self.admission.load()
             event = "admission_paused" if refusal else "admission_resumed"
-            log.warning(
-                event,
-                reason=refusal,
-                loop_lag_ms=load.lag_ms,
-                loop_cpu=load.cpu,
-                machine_cpu=load.machine_cpu,
-                model_wait_ms=round(self.admission.model_wait(), 1),
-            )
+            log.warning(event, reason=refusal, **self.admission.measured())
         self._advertised = capacity
         if self._state_ok_since is None:
             self._state_ok_since = time.monotonic()
