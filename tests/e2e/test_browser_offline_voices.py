@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -68,13 +69,31 @@ async def test_the_page_holds_a_conversation_in_paraphrases_on_the_default_pipel
     for rule in PARAPHRASES.values():
         reply = agent.rules[rule].reply
         await expect(lines.filter(has_text=reply).first).to_be_visible(timeout=TURN_MS)
-    heard = await page.locator('#transcript li[data-speaker="you"] .text').all_text_contents()
+    agent_lines = page.locator('#transcript li[data-speaker="agent"]')
+    await expect(agent_lines.last).to_have_attribute("data-final", "true", timeout=TURN_MS)
     await page.screenshot(path=artifacts / "browser-page-paraphrases.png", full_page=True)
+    conversation: list[list[str]] = await page.evaluate(
+        """() => [...document.querySelectorAll('#transcript li[data-final="true"]')].map(
+            (line) => [line.dataset.speaker, line.querySelector('.text').textContent])"""
+    )
 
     # The microphone's recording loops, so each question is asked again after the last. One asking can be
-    # misheard on a loaded machine (a clean clone's run heard "How do my fine do?", then "How do I find you?"
-    # exactly on the next loop, and answered both by meaning): each must be heard word for word at least once.
-    said = [words(text) for text in heard]
-    unheard = [question for question in PARAPHRASES if words(question) not in said]
-    assert not unheard, f"Moonshine should hear what was said: {unheard} never heard, in {heard}"
-    assert agent.fallback not in await lines.all_text_contents()
+    # misheard (two clean clones' runs heard "How do my fine do?" on the first asking of "How do I find
+    # you?", then the question exactly on the next loop): each must be heard word for word at least once,
+    # each asking heard so must get its rule's reply, and the fallback may answer only a misheard one.
+    rule_of = {tuple(words(question)): rule for question, rule in PARAPHRASES.items()}
+    heard = [tuple(words(text)) for speaker, text in conversation if speaker == "you"]
+    unheard = [question for question in PARAPHRASES if tuple(words(question)) not in heard]
+    assert not unheard, f"Moonshine should hear what was said: {unheard} never heard, in {conversation}"
+    replies = {agent.rules[rule].reply for rule in PARAPHRASES.values()}
+    answered = 0
+    for (speaker, said), (next_speaker, reply) in pairwise(conversation):
+        if speaker != "you" or next_speaker != "agent":
+            continue
+        answered += 1
+        asked = rule_of.get(tuple(words(said)))
+        if asked is not None:
+            assert reply == agent.rules[asked].reply, f"{said!r} should get its rule's reply, got {reply!r}"
+        else:
+            assert reply in replies | {agent.fallback}, f"misheard {said!r} got {reply!r}"
+    assert answered >= len(PARAPHRASES), f"each question should be answered: {conversation}"
