@@ -60,8 +60,10 @@ def server_config(
             "udp_port": ports.udp,
             # Discovering a public IP would send STUN requests off the machine.
             "use_external_ip": False,
-            "node_ip": LOOPBACK,
-            "enable_loopback_candidate": True,
+            # No node_ip and no loopback candidate: the server then offers its interfaces' own addresses,
+            # which every client on this machine reaches. WebRTC clients (libwebrtc in the SDKs, browsers)
+            # never gather loopback, so a 127.0.0.1 candidate only cost them a failed check first: they pace
+            # checks ~50 ms apart, and each agent's and person's connect took ~45 ms longer.
             # Without its own STUN list the server hands clients Google's public STUN servers;
             # pointing them at our own UDP port keeps every ICE packet on loopback.
             "stun_servers": [f"{LOOPBACK}:{ports.udp}"],
