@@ -10,8 +10,8 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
-from voicebot.agents.greeting import cache_offline_greetings
 from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
+from voicebot.agents.spoken_lines import cache_offline_lines
 from voicebot.api import agents, calls, health, metrics, openapi, ops, page, rooms, sessions, webhooks
 from voicebot.api.app_keys import (
     CLUSTER,
@@ -164,7 +164,7 @@ async def _start_services(
         tracing=tracing,
     )
     if offline_voices is not None:
-        await cache_offline_greetings(supervisor.greetings, settings.agents, offline_voices.offline_voice)
+        await cache_offline_lines(supervisor.lines, settings.agents, offline_voices.offline_voice)
     if tracing.enabled:
         supervisor.observers.add(tracing)
     # Before the cluster starts, so the operator page also hears of sessions it adopts at start.

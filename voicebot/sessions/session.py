@@ -25,8 +25,9 @@ from livekit.agents.voice.events import (
 from livekit.agents.voice.io import PlaybackStartedEvent
 from opentelemetry.context import Context
 
-from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import Pipeline
+from voicebot.agents.rules_agent import RulesAgent
+from voicebot.agents.spoken_lines import SpokenLines
 from voicebot.config import AgentDefinition
 from voicebot.errors import LiveKitUnavailable, StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
@@ -115,7 +116,7 @@ class RoomSession:
         unjoined_timeout_s: float | None = None,
         observer: SessionObserver | None = None,
         requested_at: float | None = None,
-        greetings: GreetingCache | None = None,
+        lines: SpokenLines | None = None,
         tracing: Tracing | None = None,
         trace_parent: Context | None = None,
     ) -> None:
@@ -147,7 +148,7 @@ class RoomSession:
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
         self._observer = observer or Observers()
-        self._greetings = greetings or GreetingCache()
+        self._lines = lines or SpokenLines()
         self.labels = SessionLabels(
             session_id=self.info.session_id,
             room_name=room_name,
@@ -208,7 +209,7 @@ class RoomSession:
                 # Given an audio output, RoomIO publishes none of its own (it would wait for a participant).
                 session.output.audio = voice.output
                 await session.start(
-                    agent=Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context()),
+                    agent=self._agent(),
                     room=room,
                     # Hosting would stream every session event (states, transcripts, usage) to everyone in
                     # the room as bytes no client of ours reads: at 6 sessions it cost voicebot 4-13 points
@@ -258,8 +259,13 @@ class RoomSession:
             self._log.warning("voice_not_confirmed", reason=str(exc))
         return False
 
+    def _agent(self) -> Agent:
+        if self.agent.llm.provider == "rules":
+            return RulesAgent(self.agent, self._lines, self._pipeline.tts, self._chat_context())
+        return Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context())
+
     def _greet(self, session: AgentSession[None], text: str) -> None:
-        session.say(text, audio=self._greetings.audio(self.agent.id, text, self._pipeline.tts))
+        session.say(text, audio=self._lines.audio(self.agent.id, text, self._pipeline.tts))
 
     def _since_requested(self) -> float:
         return time.monotonic() - self.labels.requested_at

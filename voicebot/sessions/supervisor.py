@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import structlog
 from opentelemetry import context as otel_context
 
-from voicebot.agents.greeting import GreetingCache
 from voicebot.agents.pipeline import PipelineFactory
+from voicebot.agents.spoken_lines import SpokenLines
 from voicebot.config import AgentDefinition, SessionSettings
 from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
@@ -55,7 +55,7 @@ class SessionSupervisor:
         self._settings = settings
         self.observers = observers or Observers()
         """Everything that hears how sessions go (metrics, traces, the operator page)."""
-        self.greetings = GreetingCache()
+        self.lines = SpokenLines()
         """Each agent's greeting audio, shared by its sessions."""
         self.tracing = tracing or Tracing.off()
         self._livekit = livekit
@@ -170,7 +170,7 @@ class SessionSupervisor:
             unjoined_timeout_s=self._settings.unjoined_timeout_s if owns_room and not phone_call else None,
             observer=self.observers,
             requested_at=requested_at,
-            greetings=self.greetings,
+            lines=self.lines,
             tracing=self.tracing,
             # The task below starts in a fresh context, which drops the caller's trace; the session's
             # span carries it on instead (create-room's span becomes its parent).

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from livekit.agents import APIConnectionError, tts
 
-from voicebot.agents.greeting import GreetingCache
+from voicebot.agents.spoken_lines import SpokenLines
 from voicebot.providers.audio import LEAD_IN_KEPT_S, first_sound
 from voicebot.providers.piper_tts import SAMPLE_RATE, PiperTTS, PiperVoice
 
@@ -185,7 +185,7 @@ async def test_a_failing_model_is_an_api_error(monkeypatch: pytest.MonkeyPatch) 
 
 async def test_a_piper_greeting_is_cached_whole_and_replayed() -> None:
     voice = PiperTTS()
-    cache = GreetingCache()
+    cache = SpokenLines()
     greeting = "Hello, thanks for calling. How can I help?"
 
     first = [frame async for frame in cache.audio("a", greeting, voice)]

@@ -1,17 +1,20 @@
-"""The greeting cache: synthesised once per agent and text (at startup or first heard), replayed whole."""
+"""An agent's fixed lines: synthesised once per agent and text (at startup or first heard), replayed whole."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from livekit import rtc
+from livekit.agents import ChatContext, ModelSettings
 
 from tests.fakes import ToneTTS
-from voicebot.agents.greeting import FRAME_S, GreetingCache, cache_offline_greetings
-from voicebot.config import AgentDefinition
+from voicebot.agents.rules_agent import RulesAgent
+from voicebot.agents.spoken_lines import FRAME_S, SpokenLines, cache_offline_lines, fixed_lines
+from voicebot.config import AgentDefinition, ProviderChoice, Rule
 
 GREETING = "Hello, how can I help?"
 
@@ -26,7 +29,7 @@ async def seconds(frames: AsyncIterator[rtc.AudioFrame]) -> float:
 
 async def test_a_greeting_is_synthesised_once_as_it_is_heard_then_replayed_whole() -> None:
     voice = ToneTTS(audio_s=0.6)
-    cache = GreetingCache()
+    cache = SpokenLines()
     assert not cache.cached("a", GREETING)
     assert await seconds(cache.audio("a", GREETING, voice)) == pytest.approx(0.6, abs=0.011)
     assert cache.cached("a", GREETING)
@@ -40,7 +43,7 @@ async def test_a_greeting_is_synthesised_once_as_it_is_heard_then_replayed_whole
 
 async def test_a_greeting_cut_off_before_its_end_is_not_kept() -> None:
     voice = ToneTTS(audio_s=0.6)
-    cache = GreetingCache()
+    cache = SpokenLines()
     frames = cache.audio("a", GREETING, voice)
     assert isinstance(frames, AsyncIterator)
     await anext(frames)  # an interruption: the greeting's speech stops consuming it
@@ -56,7 +59,7 @@ async def test_the_greeting_goes_out_in_short_frames_with_the_loop_free_between_
     seconds of audio at once, and its transcript synchroniser estimated the speaking rate of all of it on the
     loop in one go: the first frame left ~25 ms late. Each frame must be short, the loop free between them."""
     voice = ToneTTS(audio_s=1.0)
-    cache = GreetingCache()
+    cache = SpokenLines()
     for attempt in ("synthesised", "replayed"):
         ticks = 0
 
@@ -83,12 +86,36 @@ class FailingTTS(ToneTTS):
         raise RuntimeError("the voice is broken")
 
 
-async def test_offline_voices_greetings_are_synthesised_at_startup_and_cloud_voices_are_left_alone() -> None:
+def rules_agent(agent_id: str, greeting: str) -> AgentDefinition:
+    return AgentDefinition(
+        id=agent_id,
+        name=agent_id,
+        greeting=greeting,
+        fallback="Sorry, say that again?",
+        rules=(Rule(phrases=("hours",), reply="Nine to five."), Rule(phrases=("bye",), reply="Goodbye.")),
+    )
+
+
+def test_an_agent_on_the_rules_engine_has_every_reply_as_a_fixed_line_and_another_only_its_greeting() -> None:
+    agent = rules_agent("desk", "Hello from the desk.")
+    assert fixed_lines(agent) == (
+        "Hello from the desk.",
+        "Nine to five.",
+        "Goodbye.",
+        "Sorry, say that again?",
+    )
+    # An LLM's replies are its own: only the greeting is fixed.
+    chatty = replace(agent, llm=ProviderChoice(provider="openai"))
+    assert fixed_lines(chatty) == ("Hello from the desk.",)
+    assert fixed_lines(replace(chatty, greeting="")) == ()
+
+
+async def test_offline_voices_lines_are_synthesised_at_startup_and_cloud_voices_are_left_alone() -> None:
     agents = [
-        agent_with("offline", "Hello from the desk."),
-        agent_with("cloud", "Hello from the cloud."),
-        agent_with("silent", ""),
-        agent_with("broken", "Hello, if I could."),
+        rules_agent("offline", "Hello from the desk."),
+        rules_agent("cloud", "Hello from the cloud."),
+        replace(rules_agent("silent", ""), llm=ProviderChoice(provider="openai")),
+        rules_agent("broken", "Hello, if I could."),
     ]
     voices: dict[str, ToneTTS] = {"offline": ToneTTS(audio_s=0.4), "broken": FailingTTS()}
     asked: list[str] = []
@@ -97,16 +124,34 @@ async def test_offline_voices_greetings_are_synthesised_at_startup_and_cloud_voi
         asked.append(agent.id)
         return voices.get(agent.id)
 
-    cache = GreetingCache()
-    await cache_offline_greetings(cache, agents, offline_voice)
+    cache = SpokenLines()
+    await cache_offline_lines(cache, agents, offline_voice)
 
-    assert cache.cached("offline", "Hello from the desk.")
-    assert voices["offline"].spoken == ["Hello from the desk."]
+    lines = fixed_lines(agents[0])
+    assert all(cache.cached("offline", line) for line in lines)
+    assert voices["offline"].spoken == list(lines)
     assert not cache.cached("cloud", "Hello from the cloud."), "a cloud voice is charged for every synthesis"
     assert not cache.cached("broken", "Hello, if I could."), "a failure is left to the first call"
-    assert asked == ["offline", "cloud", "broken"], "an agent without a greeting needs no voice"
-    # The first call then plays it from memory: the voice is not asked again.
-    assert await seconds(cache.audio("offline", "Hello from the desk.", voices["offline"])) == pytest.approx(
+    assert asked == ["offline", "cloud", "broken"], "an agent with no fixed line needs no voice"
+    # The first call then plays them from memory: the voice is not asked again.
+    assert await seconds(cache.audio("offline", "Nine to five.", voices["offline"])) == pytest.approx(
         0.4, abs=0.011
     )
-    assert voices["offline"].spoken == ["Hello from the desk."]
+    assert voices["offline"].spoken == list(lines)
+
+
+async def test_a_rules_agent_speaks_a_fixed_reply_from_memory() -> None:
+    definition = rules_agent("desk", "Hello from the desk.")
+    voice = ToneTTS(audio_s=0.4)
+    cache = SpokenLines()
+    await cache.fill("desk", "Nine to five.", voice)
+    agent = RulesAgent(definition, cache, voice, ChatContext())
+
+    async def reply() -> AsyncIterator[str]:
+        # As the rules engine streams it: a chunk per sentence, the space with the first.
+        for chunk in ("Nine ", "to five."):
+            yield chunk
+
+    frames = [frame async for frame in agent.tts_node(reply(), ModelSettings())]
+    assert sum(frame.duration for frame in frames) == pytest.approx(0.4, abs=0.011)
+    assert voice.spoken == ["Nine to five."], "played from memory, not synthesised again"

@@ -1,10 +1,11 @@
-"""Each agent's greeting, synthesised once per process and played from memory in every session after.
+"""An agent's fixed lines (its greeting, and with the rules engine its replies and fallback), synthesised once
+per process and played from memory in every session after.
 
-The greeting's text is fixed by config.toml, so synthesising it again for every call only puts the TTS's
-first byte (and, with a cloud voice, its price) between a person's arrival and the first word they hear.
-An offline voice's greetings are synthesised at startup (they cost nothing but a moment of CPU), so even the
-first call after a start hears its greeting from memory. A cloud voice's greeting is synthesised by the first
-call, which hears it as it comes, and kept once it was synthesised to its end.
+These texts are fixed by config.toml, so synthesising them again for every call only puts the TTS's first
+byte (and, with a cloud voice, its price) between a person and what they hear: Piper takes 150-250 ms before
+a reply's first sentence can leave. An offline voice's lines are synthesised at startup (they cost nothing but
+a moment of CPU), so even the first call after a start hears them from memory. A cloud voice's line is
+synthesised by the first call that says it, which hears it as it comes, and kept once synthesised to its end.
 """
 
 from __future__ import annotations
@@ -28,26 +29,26 @@ log = structlog.get_logger(__name__)
 FRAME_S = 0.02
 
 
-class GreetingCache:
-    """Greeting audio by (agent id, text)."""
+class SpokenLines:
+    """Line audio by (agent id, text)."""
 
     def __init__(self) -> None:
         self._audio: dict[tuple[str, str], tuple[rtc.AudioFrame, ...]] = {}
 
     def cached(self, agent_id: str, text: str) -> bool:
-        """Whether this greeting is played from memory."""
+        """Whether this line is played from memory."""
         return (agent_id, text) in self._audio
 
     def audio(self, agent_id: str, text: str, voice: tts.TTS[Any]) -> AsyncIterator[rtc.AudioFrame]:
-        """The greeting's frames: from memory, or synthesised by `voice` as they are consumed and kept
-        once the synthesis has run to its end."""
+        """The line's frames: from memory, or synthesised by `voice` as they are consumed and kept once
+        the synthesis has run to its end."""
         frames = self._audio.get((agent_id, text))
         if frames is not None:
             return _replay(frames)
         return self._synthesise((agent_id, text), voice)
 
     async def fill(self, agent_id: str, text: str, voice: tts.TTS[Any]) -> None:
-        """Synthesise this greeting by `voice` and keep it now, unless it is kept already."""
+        """Synthesise this line by `voice` and keep it now, unless it is kept already."""
         if (agent_id, text) not in self._audio:
             async for _frame in self._synthesise((agent_id, text), voice):
                 pass
@@ -64,10 +65,10 @@ class GreetingCache:
             for frame in chunks.flush():
                 heard.append(frame)
                 yield frame
-        # Reached only when the whole greeting was synthesised: an interrupted one is not kept.
+        # Reached only when the whole line was synthesised: an interrupted one is not kept.
         if heard and key not in self._audio:
             self._audio[key] = tuple(heard)
-            log.info("greeting_cached", agent=key[0], audio_s=round(sum(f.duration for f in heard), 3))
+            log.debug("line_cached", agent=key[0], audio_s=round(sum(f.duration for f in heard), 3))
 
 
 class _Chunker:
@@ -95,22 +96,36 @@ async def _replay(frames: tuple[rtc.AudioFrame, ...]) -> AsyncIterator[rtc.Audio
         await asyncio.sleep(0)
 
 
-async def cache_offline_greetings(
-    cache: GreetingCache,
+def fixed_lines(agent: AgentDefinition) -> tuple[str, ...]:
+    """What `agent` says in words fixed by its config: its greeting, and with the rules engine (whose
+    every reply is one of them) its rules' replies and its fallback."""
+    lines = [agent.greeting] if agent.greeting else []
+    if agent.llm.provider == "rules":
+        lines += [rule.reply for rule in agent.rules if rule.reply]
+        lines += [agent.fallback] if agent.fallback else []
+    return tuple(dict.fromkeys(lines))
+
+
+async def cache_offline_lines(
+    lines: SpokenLines,
     agents: Sequence[AgentDefinition],
     offline_voice: Callable[[AgentDefinition], Awaitable[tts.TTS[Any] | None]],
 ) -> None:
-    """Synthesise now the greeting of every agent whose voice is offline (`offline_voice` gives it, or None
-    for a cloud voice, whose every synthesis is charged). One that fails is left to the first call."""
+    """Synthesise now the fixed lines of every agent whose voice is offline (`offline_voice` gives it, or
+    None for a cloud voice, whose every synthesis is charged). One that fails is left to its first call."""
     for agent in agents:
-        if not agent.greeting:
+        texts = fixed_lines(agent)
+        if not texts:
             continue
         voice = await offline_voice(agent)
         if voice is None:
             continue
         try:
-            await cache.fill(agent.id, agent.greeting, voice)
-        except Exception as exc:
-            log.warning("greeting_not_cached", agent=agent.id, error=f"{type(exc).__name__}: {exc}")
+            for text in texts:
+                try:
+                    await lines.fill(agent.id, text, voice)
+                except Exception as exc:
+                    log.warning("line_not_cached", agent=agent.id, error=f"{type(exc).__name__}: {exc}")
         finally:
             await voice.aclose()
+        log.info("lines_cached", agent=agent.id, lines=len(texts))
