@@ -56,7 +56,7 @@ class SessionSupervisor:
         self.observers = observers or Observers()
         """Everything that hears how sessions go (metrics, traces, the operator page)."""
         self.lines = SpokenLines()
-        """Each agent's greeting audio, shared by its sessions."""
+        """Each agent's fixed lines' audio (greeting, rules' replies), shared by its sessions."""
         self.tracing = tracing or Tracing.off()
         self._livekit = livekit
         self._pipelines = pipelines
