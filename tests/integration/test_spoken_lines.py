@@ -65,19 +65,25 @@ class UsageBySession(SessionObserver):
         return None
 
 
-async def call(client: Client) -> str:
-    """One call: create-room, a client that hears the greeting whole; returns the session id."""
+async def joined(client: Client) -> tuple[str, VoiceClient]:
+    """create-room for Reception and a client connected to it: the room's name and the client."""
     response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
     assert response.status == 200, await response.text()
     room = await response.json()
     person = VoiceClient(room["livekit_url"], room["access_token"])
     await person.connect()
+    return room["room_name"], person
+
+
+async def call(client: Client) -> str:
+    """One call: create-room, a client that hears the greeting whole; returns the session id."""
+    room_name, person = await joined(client)
     try:
         await assert_heard_whole(person)
     finally:
         await person.close()
     supervisor: SessionSupervisor = client.app[SUPERVISOR]
-    session = supervisor.session(room["room_name"])
+    session = supervisor.session(room_name)
     assert session is not None
     return session.info.session_id
 
@@ -111,11 +117,7 @@ async def test_a_rule_s_reply_is_played_whole_from_the_lines_synthesised_at_star
         np.concatenate([np.frombuffer(frame.data, dtype=np.int16) for frame in kept]), kept[0].sample_rate
     )
 
-    response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
-    assert response.status == 200, await response.text()
-    room = await response.json()
-    person = VoiceClient(room["livekit_url"], room["access_token"])
-    await person.connect()
+    room_name, person = await joined(client)
     try:
         await person.wait_for_greeting()
         await person.wait_until_listening(20, "the agent to listen")
@@ -128,7 +130,7 @@ async def test_a_rule_s_reply_is_played_whole_from_the_lines_synthesised_at_star
         stretch = await person.playout_stretch()
     finally:
         await person.close()
-    session = supervisor.session(room["room_name"])
+    session = supervisor.session(room_name)
     assert session is not None
 
     assert usage.tts_characters[session.info.session_id] == 0, "the reply should come from memory"
