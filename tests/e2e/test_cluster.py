@@ -145,7 +145,10 @@ async def test_when_the_owner_is_killed_another_process_takes_over_with_the_tran
     assert len(set(after)) == len(after), "no line is written twice"
     texts = [text for _, text, _ in after]
     assert texts.count("Hello, you are through to reception. How can I help?") == 1, "no second greeting"
-    assert texts[-2:] == ["where are you", "We are at twelve High Street, on the second floor."]
+    # The new agent heard the caller and answered. pocketsphinx's phrase grammar may end the phrase a word
+    # early under load (a clean clone's run wrote "where are"); the rule answers it all the same.
+    assert texts[-1] == "We are at twelve High Street, on the second floor."
+    assert texts[-2] in ("where are you", "where are"), texts
     assert [at for _, _, at in after] == sorted(at for _, _, at in after)
 
 

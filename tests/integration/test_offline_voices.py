@@ -62,11 +62,16 @@ def agent_123(settings: Settings) -> AgentDefinition:
     return agent
 
 
+# What Moonshine contracts, written out as the replies write it: "you're" is "you are" heard right.
+CONTRACTIONS = {"you're": ["you", "are"], "we're": ["we", "are"], "i'm": ["i", "am"], "it's": ["it", "is"]}
+
+
 async def read_back(samples: np.ndarray, sample_rate: int, settings: Settings) -> list[str]:
-    """The words Moonshine hears in the agent's audio."""
+    """The words Moonshine hears in the agent's audio, contractions written out."""
     frame = rtc.AudioFrame(samples.tobytes(), sample_rate, 1, len(samples))
     event = await MoonshineSTT(models_dir=settings.models.path).recognize(frame)
-    return words(event.alternatives[0].text) if event.alternatives else []
+    heard = words(event.alternatives[0].text) if event.alternatives else []
+    return [part for word in heard for part in CONTRACTIONS.get(word, [word])]
 
 
 def replied(person: VoiceClient, reply: str) -> Callable[[], bool]:
