@@ -96,11 +96,16 @@ async def _replay(frames: tuple[rtc.AudioFrame, ...]) -> AsyncIterator[rtc.Audio
         await asyncio.sleep(0)
 
 
+def replies_are_fixed(agent: AgentDefinition) -> bool:
+    """Whether every reply `agent` gives is a line of its config: so with the rules engine, not an LLM."""
+    return agent.llm.provider == "rules"
+
+
 def fixed_lines(agent: AgentDefinition) -> tuple[str, ...]:
-    """What `agent` says in words fixed by its config: its greeting, and with the rules engine (whose
-    every reply is one of them) its rules' replies and its fallback."""
+    """What `agent` says in words fixed by its config: its greeting, and when its replies are fixed its
+    rules' replies and its fallback."""
     lines = [agent.greeting] if agent.greeting else []
-    if agent.llm.provider == "rules":
+    if replies_are_fixed(agent):
         lines += [rule.reply for rule in agent.rules if rule.reply]
         lines += [agent.fallback] if agent.fallback else []
     return tuple(dict.fromkeys(lines))
@@ -128,4 +133,4 @@ async def cache_offline_lines(
                     log.warning("line_not_cached", agent=agent.id, error=f"{type(exc).__name__}: {exc}")
         finally:
             await voice.aclose()
-        log.info("lines_cached", agent=agent.id, lines=len(texts))
+        log.info("lines_cached", agent=agent.id, lines=sum(lines.cached(agent.id, text) for text in texts))

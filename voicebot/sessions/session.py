@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 
 from voicebot.agents.pipeline import Pipeline
 from voicebot.agents.rules_agent import RulesAgent
-from voicebot.agents.spoken_lines import SpokenLines
+from voicebot.agents.spoken_lines import SpokenLines, replies_are_fixed
 from voicebot.config import AgentDefinition
 from voicebot.errors import LiveKitUnavailable, StateUnavailable
 from voicebot.livekit import AGENT_IDENTITY_PREFIX, LiveKitGateway
@@ -260,7 +260,7 @@ class RoomSession:
         return False
 
     def _agent(self) -> Agent:
-        if self.agent.llm.provider == "rules":
+        if replies_are_fixed(self.agent):
             return RulesAgent(self.agent, self._lines, self._pipeline.tts, self._chat_context())
         return Agent(instructions=self.agent.instructions, chat_ctx=self._chat_context())
 
