@@ -43,6 +43,7 @@ from voicebot.monitoring.events import (
 )
 from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
+from voicebot.sessions.nagle import server_port, turn_off_nagle
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -197,6 +198,9 @@ class RoomSession:
             voice = AgentVoice(room, published=self._voice_published)
             voice.output.on("playback_started", self._on_playback_started)
             voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
+            # The SDK's signalling socket holds a request back for the server's delayed ACK (up to 40 ms)
+            # under Nagle; the voice's AddTrack was one. Off in a thread: the scan grows with the open fds.
+            await asyncio.to_thread(turn_off_nagle, server_port(self._livekit.url))
             # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
             voice.heard.add_done_callback(self._on_heard)
             self._watch_room(room)
