@@ -17,12 +17,35 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from tests.servers import API_KEY, API_SECRET, free_livekit_ports, free_port
 from voicebot.embedded.livekit_server import EmbeddedLiveKitServer, find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+
+# A machine this idle (all cores together) is quiet enough to time a join on.
+QUIET_BUSY_FRACTION = 0.2
+QUIET_WINDOW_S = 0.1
+
+
+async def machine_quiet(at_least_s: float, give_up_s: float = 5.0) -> float:
+    """Wait `at_least_s`, then until one QUIET_WINDOW_S window of the whole machine's CPU is under
+    QUIET_BUSY_FRACTION busy (or `give_up_s` has passed); the seconds waited.
+
+    On two cores, work left by the last trial (a standard worker spawning and warming its next idle
+    process takes longer than any fixed pause) otherwise lands in the next trial, of either system.
+    """
+    started = time.monotonic()
+    await asyncio.sleep(at_least_s)
+    psutil.cpu_percent(interval=None)  # starts the first window
+    while time.monotonic() - started < give_up_s:
+        await asyncio.sleep(QUIET_WINDOW_S)
+        if psutil.cpu_percent(interval=None) < QUIET_BUSY_FRACTION * 100:
+            break
+    return time.monotonic() - started
 
 
 @asynccontextmanager

@@ -9,7 +9,8 @@ publishes nothing, so livekit-server announces it to the agent only in its perio
 voicebot: POST /api/livekit/create-room (or, with the client already there, CreateRoom on the server API and
 then POST /api/livekit/job-notification). Standard worker: CreateRoom + CreateAgentDispatch for
 bench/standard_worker.py (the dispatch after the client joined, when it is already there). Both in one run,
-against one livekit-server, alternating trial by trial.
+against one livekit-server, alternating trial by trial; each trial starts once the machine is quiet again
+(under 20% CPU for 100 ms, at least 0.3 s after the last), so neither system's leftovers land in the other's.
 
 Latency counts from the later of (the request returned, the client's connect returned), and also from the
 request. In the first --whole-rounds rounds each trial also records the greeting to its end and compares its
@@ -34,7 +35,15 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from bench.common import livekit_server, post_json, standard_worker, summary, voicebot_process, write_result
+from bench.common import (
+    livekit_server,
+    machine_quiet,
+    post_json,
+    standard_worker,
+    summary,
+    voicebot_process,
+    write_result,
+)
 from bench.standard_worker import AGENT_NAME
 from tests.audio import (
     WHOLE_WITHIN_S,
@@ -57,7 +66,7 @@ KINDS = {"publishes": True, "listen-first": False}  # client kind -> publishes a
 SYSTEMS = ("voicebot", "standard")
 FIRST_WORD_WITHIN_S = 15.0  # after the later of request and connect; a greeting not heard by then is missed
 GREETING_WITHIN_S = 15.0
-SETTLE_S = 0.3  # between trials, so one system's leaving does not load the CPU during the other's join
+SETTLE_S = 0.3  # between trials at least, and then until the machine is quiet (bench.common.machine_quiet)
 TARGET_MS = 400
 RENDERINGS = 9
 
@@ -175,6 +184,7 @@ async def run(rounds: int, whole_rounds: int, orders: tuple[str, ...] = ORDERS) 
         [(await synthesised_greeting(greeting_agent(), offline_voice())).voiced_s for _ in range(RENDERINGS)]
     )
     spoken_s = statistics.median(renderings)
+    settled: list[float] = []
     trials: dict[tuple[str, str, str], list[Trial]] = {
         (system, order, kind): [] for system in SYSTEMS for order in orders for kind in KINDS
     }
@@ -193,7 +203,7 @@ async def run(rounds: int, whole_rounds: int, orders: tuple[str, ...] = ORDERS) 
                 for round_number in range(rounds):
                     print(f"round {round_number + 1} of {rounds}", file=sys.stderr)
                     for order, (kind, publishes), system in itertools.product(orders, KINDS.items(), SYSTEMS):
-                        await asyncio.sleep(SETTLE_S)
+                        settled.append(await machine_quiet(SETTLE_S))
                         whole = round_number < whole_rounds
                         trials[system, order, kind].append(
                             await trial(systems, system, order, publishes, whole, spoken_s)
@@ -215,6 +225,7 @@ async def run(rounds: int, whole_rounds: int, orders: tuple[str, ...] = ORDERS) 
         "synthesised_greeting_s": round(spoken_s, 3),
         "synthesised_greeting_range_s": [round(renderings[0], 3), round(renderings[-1], 3)],
         "rows": rows,
+        "settled_s": summary(settled),
         "targets": {"voicebot_p50_from_later_under_ms": TARGET_MS, "whole_within_ms": WHOLE_WITHIN_S * 1000},
     }
 
@@ -307,6 +318,9 @@ def main() -> None:
     print(
         f"missed: trials whose greeting was not heard within {FIRST_WORD_WITHIN_S:.0f} s (voicebot/standard)"
     )
+    settled = result["settled_s"]
+    quiet = f"{settled['p50']:.2f} s p50, {settled['max']:.2f} s max"
+    print(f"waited for a quiet machine before each trial: {quiet}")
     print(f"run took {result['run_s']} s   (written to {path.relative_to(path.parents[2])})")
 
 
