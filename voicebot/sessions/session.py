@@ -200,7 +200,8 @@ class RoomSession:
             voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
             # The SDK's signalling socket holds a request back for the server's delayed ACK (up to 40 ms)
             # under Nagle; the voice's AddTrack was one. Off in a thread: the scan grows with the open fds.
-            await asyncio.to_thread(turn_off_nagle, server_port(self._livekit.url))
+            sockets = await asyncio.to_thread(turn_off_nagle, server_port(self._livekit.url))
+            self._log.debug("signalling_nagle_off", sockets=sockets)
             # A subscriber to the agent's voice is someone who can hear it, and the server tells us at once.
             voice.heard.add_done_callback(self._on_heard)
             self._watch_room(room)
