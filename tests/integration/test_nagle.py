@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
 import pytest
@@ -12,30 +10,11 @@ from livekit import api, rtc
 
 from tests.conftest import eventually
 from voicebot.livekit import LiveKitGateway
-from voicebot.sessions.nagle import server_port, turn_off_nagle
+from voicebot.sessions.nagle import nodelay_by_descriptor, server_port, turn_off_nagle
 
 pytestmark = pytest.mark.integration
 
 Client = TestClient[Any, Any]
-
-
-def sockets_to(port: int) -> dict[int, int]:
-    """This process's TCP sockets connected to `port`: descriptor -> TCP_NODELAY."""
-    found: dict[int, int] = {}
-    for name in os.listdir("/dev/fd"):
-        try:
-            sock = socket.socket(fileno=int(name))
-        except OSError:
-            continue
-        try:
-            tcp = sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6)
-            if tcp and sock.getpeername()[1] == port:
-                found[int(name)] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        except OSError:
-            pass
-        finally:
-            sock.detach()
-    return found
 
 
 async def test_the_sdk_opens_its_signalling_socket_with_nagle_on(livekit: LiveKitGateway) -> None:
@@ -45,15 +24,15 @@ async def test_the_sdk_opens_its_signalling_socket_with_nagle_on(livekit: LiveKi
     port = server_port(livekit.url)
     await livekit.create_room("nagle_sdk", empty_timeout_s=30, departure_timeout_s=5)
     _, token = livekit.user_token("nagle_sdk", ttl_s=60)
-    before = set(sockets_to(port))
+    before = set(nodelay_by_descriptor(port))
     room = rtc.Room()
     await room.connect(livekit.url, token)
     try:
-        opened = {fd: on for fd, on in sockets_to(port).items() if fd not in before}
+        opened = {fd: on for fd, on in nodelay_by_descriptor(port).items() if fd not in before}
         assert opened, "connecting should have opened a TCP socket to livekit-server"
-        assert set(opened.values()) == {0}, f"the SDK's socket(s) should start with Nagle on: {opened}"
+        assert set(opened.values()) == {False}, f"the SDK's socket(s) should start with Nagle on: {opened}"
         assert turn_off_nagle(port) >= len(opened)
-        assert set(sockets_to(port)[fd] for fd in opened) == {1}
+        assert {nodelay_by_descriptor(port)[fd] for fd in opened} == {True}
     finally:
         await room.disconnect()
         await livekit.delete_room("nagle_sdk")
@@ -62,7 +41,7 @@ async def test_the_sdk_opens_its_signalling_socket_with_nagle_on(livekit: LiveKi
 async def test_an_agent_that_joined_signals_without_nagle(client: Client, livekit: LiveKitGateway) -> None:
     """Every socket a session's join opened to livekit-server has TCP_NODELAY once its voice is published."""
     port = server_port(livekit.url)
-    before = set(sockets_to(port))
+    before = set(nodelay_by_descriptor(port))
     response = await client.post("/api/livekit/create-room", json={"agent_id": "agent-123"})
     assert response.status == 200, await response.text()
     room_name = (await response.json())["room_name"]
@@ -74,6 +53,6 @@ async def test_an_agent_that_joined_signals_without_nagle(client: Client, liveki
         return False
 
     await eventually(voice_published, 10, "the agent to publish its voice")
-    opened = {fd: on for fd, on in sockets_to(port).items() if fd not in before}
+    opened = {fd: on for fd, on in nodelay_by_descriptor(port).items() if fd not in before}
     assert opened, "the agent's join should have opened a TCP socket to livekit-server"
-    assert set(opened.values()) == {1}, f"the agent's signalling should have Nagle off: {opened}"
+    assert set(opened.values()) == {True}, f"the agent's signalling should have Nagle off: {opened}"

@@ -12,8 +12,10 @@ The SDK does not expose its socket, so it is found among this process's file des
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 # Where this process's open descriptors are listed: Linux and macOS both have /dev/fd.
@@ -33,26 +35,43 @@ def turn_off_nagle(port: int) -> int:
     Setting it also sends at once whatever Nagle was holding back. Any other socket to that port gets the same
     option, which is harmless (aiohttp sets it on its own connections).
     """
+    changed = 0
+    for _, sock in tcp_sockets_to(port):
+        try:
+            if not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                changed += 1
+        except OSError:
+            pass  # closed under us by its owner
+    return changed
+
+
+def nodelay_by_descriptor(port: int) -> dict[int, bool]:
+    """This process's TCP sockets connected to `port`: descriptor -> whether TCP_NODELAY is set."""
+    found: dict[int, bool] = {}
+    for fd, sock in tcp_sockets_to(port):
+        with contextlib.suppress(OSError):  # closed under us by its owner
+            found[fd] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    return found
+
+
+def tcp_sockets_to(port: int) -> Iterator[tuple[int, socket.socket]]:
+    """This process's TCP sockets connected to `port`, as (descriptor, a wrapper valid until the next one)."""
     try:
         names = os.listdir(_FD_DIR)
     except OSError:
-        return 0
-    changed = 0
+        return
     for name in names:
         try:
             sock = socket.socket(fileno=int(name))
         except (OSError, ValueError):
             continue  # not a socket, or already closed
         try:
-            if _is_tcp_to(sock, port) and not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                changed += 1
-        except OSError:
-            pass  # closed under us by its owner
+            if _is_tcp_to(sock, port):
+                yield int(name), sock
         finally:
             # The descriptor belongs to its owner: only our wrapper goes away.
             sock.detach()
-    return changed
 
 
 def _is_tcp_to(sock: socket.socket, port: int) -> bool:
