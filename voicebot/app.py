@@ -47,6 +47,7 @@ from voicebot.monitoring.tracing import Tracing
 from voicebot.rooms import RoomService
 from voicebot.sessions.admission import Admission
 from voicebot.sessions.cluster import Cluster, new_process_id
+from voicebot.sessions.lsb_release import lsb_release_answered_once
 from voicebot.sessions.supervisor import SessionSupervisor
 from voicebot.sip.events import WebhookRouter
 from voicebot.sip.provisioning import SipProvisioner
@@ -155,6 +156,8 @@ async def _start_services(
     tracing = Tracing(settings.telemetry, process_id=process_id)
     tracing.start()
     stack.push_async_callback(tracing.aclose)
+    # Before any session joins, and undone only after the last has left (the stack unwinds in reverse).
+    await stack.enter_async_context(lsb_release_answered_once())
     supervisor = SessionSupervisor(
         settings.sessions,
         livekit=gateway,
