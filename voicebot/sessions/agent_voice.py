@@ -11,6 +11,7 @@ that someone can hear the greeting.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -20,6 +21,8 @@ from livekit.agents import AgentSession
 # The class RoomIO itself publishes with (its version pinned by requirements.lock). Its playback accounting
 # (interruptions, pauses, transcript sync) is what AgentSession relies on: only when it publishes changes.
 from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
+
+from voicebot.sessions.negotiation import publish_delay
 
 # RoomIO's own defaults (AudioOutputOptions).
 SAMPLE_RATE = 24000
@@ -48,13 +51,17 @@ class AgentVoice:
         """Done once someone in the room has subscribed to the agent's voice."""
         return self.output.subscribed
 
-    def publish(self, on_failure: Callable[[BaseException], None]) -> None:
-        """Publish the track now, in the background; `on_failure` hears if that fails.
+    def publish(self, on_failure: Callable[[BaseException], None]) -> float:
+        """Publish the track in the background, as soon as the server will offer it to the people in the room
+        at once; `on_failure` hears if that fails. Returns how long the publish is held, in seconds.
 
         Frames the agent speaks before anyone subscribes wait in the output, so nothing is lost.
         """
-        # start() publishes, then waits for the first subscription, which may never come.
-        self._publishing = asyncio.create_task(self.output.start(), name="agent-voice-publish")
+        hold_s = publish_delay(
+            (p.joined_at.timestamp() for p in self._room.remote_participants.values() if p.joined_at),
+            time.time(),
+        )
+        self._publishing = asyncio.create_task(self._publish(hold_s), name="agent-voice-publish")
 
         def check(task: asyncio.Task[None]) -> None:
             failure = None if task.cancelled() else task.exception()
@@ -62,6 +69,14 @@ class AgentVoice:
                 on_failure(failure)
 
         self._publishing.add_done_callback(check)
+        return hold_s
+
+    async def _publish(self, hold_s: float) -> None:
+        # Published inside a newcomer's negotiation window, the voice would wait out the window for them.
+        if hold_s > 0:
+            await asyncio.sleep(hold_s)
+        # start() publishes, then waits for the first subscription, which may never come.
+        await self.output.start()
 
     def _on_published(self, _publication: rtc.LocalTrackPublication, _track: rtc.Track) -> None:
         self.published.set()

@@ -50,10 +50,13 @@ async def ask(program: str) -> str | None:
     try:
         out, _ = await asyncio.wait_for(process.communicate(), _ASK_TIMEOUT_S)
     except TimeoutError:
-        process.kill()
-        await process.wait()
         log.debug("lsb_release_timed_out", timeout_s=_ASK_TIMEOUT_S)
         return None
+    finally:
+        # Timed out, or the start cancelled: the program does not outlive the question.
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     if process.returncode != 0:
         log.debug("lsb_release_failed", returncode=process.returncode)
         return None

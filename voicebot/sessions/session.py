@@ -44,7 +44,6 @@ from voicebot.monitoring.events import (
 from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.sessions.nagle import server_port, turn_off_nagle
-from voicebot.sessions.negotiation import publish_delay
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -196,17 +195,13 @@ class RoomSession:
                 )
             self._log.info("agent_joined", identity=self.info.identity, **self._pipeline.description)
             self._observer.agent_joined(self.labels, self._since_requested())
-            # Published inside a newcomer's negotiation window, the voice would wait out the window for them.
-            hold_s = publish_delay(
-                (p.joined_at.timestamp() for p in room.remote_participants.values() if p.joined_at),
-                time.time(),
-            )
-            if hold_s > 0:
-                self._log.debug("voice_publish_held", hold_ms=round(hold_s * 1000, 1))
-                await asyncio.sleep(hold_s)
             voice = AgentVoice(room, published=self._voice_published)
             voice.output.on("playback_started", self._on_playback_started)
-            voice.publish(lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}"))
+            held_s = voice.publish(
+                lambda exc: self._ending.set("failed", f"publishing the agent's voice: {exc}")
+            )
+            if held_s > 0:
+                self._log.debug("voice_publish_held", hold_ms=round(held_s * 1000, 1))
             # The SDK's signalling socket holds a request back for the server's delayed ACK (up to 40 ms)
             # under Nagle; the voice's AddTrack was one. Off in a thread: the scan grows with the open fds.
             sockets = await asyncio.to_thread(turn_off_nagle, server_port(self._livekit.url))
