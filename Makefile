@@ -69,6 +69,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.piper_tts
 	$(PY) -m bench.moonshine_stt
 	$(PY) -m bench.vad_cost
+	$(PY) -m bench.speaking_rate_cost
 	$(PY) -m bench.rules_matching
 	$(PY) -m bench.offline_quality
 

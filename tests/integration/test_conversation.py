@@ -21,6 +21,7 @@ from voicebot.app import create_app
 from voicebot.config import Settings
 from voicebot.livekit import LiveKitGateway
 from voicebot.providers.sphinx_stt import SphinxSTT
+from voicebot.sessions import speaking_rate
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,20 @@ async def call(client: Client) -> AsyncIterator[tuple[VoiceClient, dict[str, str
     await person.connect()
     yield person, room
     await person.close()
+
+
+@pytest.fixture
+def flux_windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sample counts of the windows the captions' speaking-rate estimate ran voicebot's flux on."""
+    windows: list[int] = []
+    one_call = speaking_rate.spectral_flux
+
+    def counted(audio: speaking_rate.Samples, sample_rate: int) -> float:
+        windows.append(len(audio))
+        return one_call(audio, sample_rate)
+
+    monkeypatch.setattr(speaking_rate, "spectral_flux", counted)
+    return windows
 
 
 async def recognise(samples: np.ndarray, sample_rate: int, phrases: list[str]) -> str:
@@ -195,3 +210,16 @@ async def test_typed_text_reaches_the_agent_only_when_its_config_enables_text_in
         assert QUESTION not in [line["text"] for line in transcript["lines"]]
     finally:
         await person.close()
+
+
+async def test_the_greetings_captions_are_paced_with_the_one_call_flux(
+    flux_windows: list[int], call: tuple[VoiceClient, dict[str, str]], settings: Settings
+) -> None:
+    person, _room = call
+    agent = settings.agent("agent-123")
+    assert agent is not None
+    await person.wait_for(lambda: bool(person.finals(agent=True)), 20, "the greeting's transcription")
+    assert person.finals(agent=True)[0] == agent.greeting
+    # One 1 s window every 100 ms of the agent's 24 kHz voice while it speaks (2.5 s of greeting here).
+    assert len(flux_windows) >= 5
+    assert set(flux_windows) <= {24000, *range(12000, 24000)}
