@@ -21,27 +21,19 @@ from livekit import rtc
 from livekit.agents.voice.transcription._speaking_rate import SpeakingRateDetector, SpeakingRateStream
 
 from bench.common import ROOT, write_result
+from tests.audio import greeting_agent, synthesised_greeting
 from voicebot.sessions.speaking_rate import LIVEKIT_SPECTRAL_FLUX, estimate_in_one_call
 
 RATE = 24000
 FRAME = RATE // 50  # the agent's output frames: 20 ms
-TEXT = "Hello, you are through to reception. How can I help?"
 
 
 async def _voice() -> bytes:
-    """The default voice saying the greeting, at the output's rate."""
-    from livekit.agents import tts
-
-    from voicebot.providers.piper_tts import PiperTTS, shared_voice
-
-    await shared_voice()
-    voice = PiperTTS()
-    stream: tts.ChunkedStream = voice.synthesize(TEXT)
-    pcm = b"".join([bytes(event.frame.data) for event in [e async for e in stream]])
-    await stream.aclose()
-    resampler = rtc.AudioResampler(voice.sample_rate, RATE, num_channels=1)
-    frames = resampler.push(rtc.AudioFrame(pcm, voice.sample_rate, 1, len(pcm) // 2)) + resampler.flush()
-    return b"".join(bytes(frame.data) for frame in frames)
+    """The default voice saying agent-123's greeting, at the output's rate."""
+    greeting = await synthesised_greeting(greeting_agent(), "piper")
+    resampler = rtc.AudioResampler(greeting.sample_rate, RATE, num_channels=1)
+    heard = rtc.AudioFrame(greeting.samples.tobytes(), greeting.sample_rate, 1, len(greeting.samples))
+    return b"".join(bytes(frame.data) for frame in resampler.push(heard) + resampler.flush())
 
 
 def _frames(pcm: bytes, seconds: float) -> list[rtc.AudioFrame]:
