@@ -82,13 +82,20 @@ def record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
 
 async def test_a_sentence_is_loud_mono_speech_as_long_as_its_words(moonshine: Any) -> None:
-    audio = await speak(PiperTTS(), SENTENCE)
-
-    assert 1.5 < seconds(audio) < 4.5
-    assert rms(audio) > 1000
-    heard = await asyncio.to_thread(transcribe, moonshine, audio)
+    """Piper samples noise in every synthesis, so the recogniser's words vary
+    from one to the next (10 to 13 of the 13 here over 40 syntheses); one synthesis alone fell under 80% once
+    in about 40 runs. Three are judged together."""
     said = words(SENTENCE)
-    assert sum(word in heard for word in said) >= 0.8 * len(said), heard
+    hits = 0
+    heard_all = []
+    for _ in range(3):
+        audio = await speak(PiperTTS(), SENTENCE)
+        assert 1.5 < seconds(audio) < 4.5
+        assert rms(audio) > 1000
+        heard = await asyncio.to_thread(transcribe, moonshine, audio)
+        hits += sum(word in heard for word in said)
+        heard_all.append(heard)
+    assert hits >= 0.8 * 3 * len(said), heard_all
 
 
 async def test_three_sentences_take_about_three_times_as_long_and_are_all_heard(moonshine: Any) -> None:
