@@ -10,7 +10,6 @@ from aiohttp.test_utils import TestClient
 from livekit import api, rtc
 
 from tests.conftest import eventually
-from tests.voice_client import VoiceClient, espeak
 from voicebot.livekit import LiveKitGateway
 
 pytestmark = pytest.mark.integration
@@ -96,40 +95,3 @@ async def test_create_room_answers_once_the_agents_voice_is_in_the_room(
         assert any(track.type == api.TrackType.AUDIO for track in agent.tracks), (
             "the agent's voice should be published before create-room answered"
         )
-
-
-async def packets_from_agents(person: VoiceClient) -> int:
-    """RTP packets the client has received on the agents' audio, from WebRTC's stats."""
-    received = 0
-    for agent in person.agents():
-        for publication in agent.track_publications.values():
-            if publication.track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
-                for stats in await publication.track.get_stats():
-                    if stats.HasField("inbound_rtp"):
-                        received += stats.inbound_rtp.received.packets_received
-    return received
-
-
-async def test_the_agent_sends_no_audio_while_it_is_silent(client: Client) -> None:
-    """Regression (issue 14): RoomIO's audio source sent silence every 10 ms through every pause of the call,
-    and each session's Opus encoder encoded it, ~3% of a core per session. Between the greeting and the
-    caller's next words the agent's voice must send nothing, and then still speak."""
-    room = await create_room(client)
-    person = VoiceClient(room["livekit_url"], room["access_token"])
-    await person.connect()
-    try:
-        await person.wait_for_greeting()
-        greeting_packets = await packets_from_agents(person)
-        assert greeting_packets > 0, "the greeting should have reached the client as RTP packets"
-        # The last of the greeting (its jitter-buffered tail) is in by now.
-        await asyncio.sleep(0.5)
-        before = await packets_from_agents(person)
-        await asyncio.sleep(1.5)
-        assert await packets_from_agents(person) == before, "the silent agent should send no packets"
-        said_at = await person.say(*await espeak("what are your opening hours"))
-        await person.wait_for(
-            lambda: len(person.finals(agent=True)) >= 2, 30, "the agent's reply after its silence"
-        )
-        assert person.loud_seconds(person.agent_audio_since(said_at)) > 0.5, "the reply should be heard"
-    finally:
-        await person.close()

@@ -23,7 +23,6 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 
 from voicebot.sessions.negotiation import publish_delay
-from voicebot.sessions.voice_pacer import PacedAudioSource
 
 # RoomIO's own defaults (AudioOutputOptions).
 SAMPLE_RATE = 24000
@@ -45,12 +44,6 @@ class AgentVoice:
             num_channels=NUM_CHANNELS,
             track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
         )
-        # RoomIO's source (a native 200 ms queue) sends silence through every pause of the call, through the
-        # session's encoder; this one sends nothing while the agent is silent. The track is not made yet.
-        queued_source = self.output._audio_source
-        self.output._audio_source = PacedAudioSource(SAMPLE_RATE, NUM_CHANNELS)
-        # What queued_source.aclose() does, without an await: its native timer is running already.
-        queued_source._ffi_handle.dispose()
         self._publishing: asyncio.Task[None] | None = None
 
     @property
