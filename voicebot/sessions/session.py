@@ -42,6 +42,7 @@ from voicebot.monitoring.events import (
     UsageDeltas,
 )
 from voicebot.monitoring.tracing import Tracing
+from voicebot.sessions.agent_voice import SAMPLE_RATE as VOICE_SAMPLE_RATE
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.sessions.nagle import server_port, turn_off_nagle
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
@@ -149,7 +150,7 @@ class RoomSession:
         self._job_cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._log = log.bind(room=room_name, agent=agent.id, session=self.info.session_id)
         self._observer = observer or Observers()
-        self._lines = lines or SpokenLines()
+        self._lines = lines or SpokenLines(sample_rate=VOICE_SAMPLE_RATE)
         self.labels = SessionLabels(
             session_id=self.info.session_id,
             room_name=room_name,

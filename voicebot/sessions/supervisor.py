@@ -19,6 +19,7 @@ from voicebot.errors import SessionLimitReached
 from voicebot.livekit import LiveKitGateway
 from voicebot.monitoring.events import Observers
 from voicebot.monitoring.tracing import Tracing
+from voicebot.sessions.agent_voice import SAMPLE_RATE as VOICE_SAMPLE_RATE
 from voicebot.sessions.session import RoomSession, SessionInfo
 from voicebot.store.base import EndReason, StateStore
 from voicebot.store.transcripts import TranscriptLine
@@ -55,7 +56,7 @@ class SessionSupervisor:
         self._settings = settings
         self.observers = observers or Observers()
         """Everything that hears how sessions go (metrics, traces, the operator page)."""
-        self.lines = SpokenLines()
+        self.lines = SpokenLines(sample_rate=VOICE_SAMPLE_RATE)
         """Each agent's fixed lines' audio (greeting, rules' replies), shared by its sessions."""
         self.tracing = tracing or Tracing.off()
         self._livekit = livekit

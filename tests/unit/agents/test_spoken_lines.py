@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import ChatContext, ModelSettings
@@ -38,6 +39,28 @@ async def test_a_greeting_is_synthesised_once_as_it_is_heard_then_replayed_whole
     assert await seconds(cache.audio("a", GREETING, voice)) == pytest.approx(0.6, abs=0.011)
     assert voice.spoken == [GREETING]
     assert not cache.cached("b", GREETING), "another agent's greeting is its own"
+    await voice.aclose()
+
+
+async def test_a_line_is_kept_at_the_outputs_rate_as_livekit_agents_would_resample_it() -> None:
+    """Regression (issue 14): Piper speaks at 22,050 Hz and the agent's output runs at 24 kHz, so
+    livekit-agents resampled every line on the event loop each time it was played (5.8% of the loop's samples
+    at 4 density sessions). A line is resampled once, when it is kept, by the same resampler."""
+    voice = ToneTTS(audio_s=0.6, sample_rate=22050)
+    cache = SpokenLines(sample_rate=24000)
+    synthesised = [frame async for frame in cache.audio("a", GREETING, voice)]
+    assert {frame.sample_rate for frame in synthesised} == {22050}, "the first hearing is the voice's own"
+    replayed = [frame async for frame in cache.audio("a", GREETING, voice)]
+    assert {frame.sample_rate for frame in replayed} == {24000}
+    assert all(frame.duration == pytest.approx(FRAME_S) for frame in replayed[:-1])
+    resampler = rtc.AudioResampler(input_rate=22050, output_rate=24000, num_channels=1)
+    expected = [out for frame in synthesised for out in resampler.push(frame)] + resampler.flush()
+    kept, resampled = (
+        np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in fs]) for fs in (replayed, expected)
+    )
+    # The same samples but for the resampler's dither (two fresh resamplers differ by up to 2 in 32768).
+    assert len(kept) == len(resampled)
+    assert np.abs(kept.astype(np.int32) - resampled).max() <= 2
     await voice.aclose()
 
 
