@@ -71,7 +71,10 @@ class SpokenLines:
                 yield frame
         # Reached only when the whole line was synthesised: an interrupted one is not kept.
         if heard and key not in self._audio:
-            self._audio[key] = self._at_output_rate(heard)
+            # Resampling a line is CPU work (6 ms for a 3 s greeting here, 44 ms the first time): a cloud
+            # voice's line is kept by a call in progress, with other sessions on the loop.
+            kept = await asyncio.to_thread(self._at_output_rate, heard)
+            self._audio.setdefault(key, kept)
             log.debug("line_cached", agent=key[0], audio_s=round(sum(f.duration for f in heard), 3))
 
     def _at_output_rate(self, frames: list[rtc.AudioFrame]) -> tuple[rtc.AudioFrame, ...]:

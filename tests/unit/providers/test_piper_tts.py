@@ -82,9 +82,9 @@ def record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
 
 async def test_a_sentence_is_loud_mono_speech_as_long_as_its_words(moonshine: Any) -> None:
-    """Piper samples noise in every synthesis, so the recogniser's words vary
-    from one to the next (10 to 13 of the 13 here over 40 syntheses); one synthesis alone fell under 80% once
-    in about 40 runs. Three are judged together."""
+    """Piper samples noise in every synthesis, so the recogniser's words vary from one to the next (10 to 13
+    of the 13 here over 40 syntheses); one synthesis alone fell under 80% once in about 40 runs. Three are
+    judged together."""
     said = words(SENTENCE)
     hits = 0
     heard_all = []
