@@ -12,7 +12,9 @@ espeak-ng (a caller's robotic voice) and Piper's joe (a natural one), clean and 
 pocketsphinx listens, as it does in its pipeline, for the agent's phrases only (a JSGF grammar), so its WER on
 paraphrases says how far that grammar is from what people say.
 
-    .venv/bin/python -m bench.offline_quality [--stt moonshine,pocketsphinx] [--splits tuning,held_out]
+Moonshine runs twice by default: favouring the agent's words (its configured keyword_boost) and with no boost.
+
+    .venv/bin/python -m bench.offline_quality [--stt moonshine,moonshine:0,pocketsphinx] [--splits tuning]
 """
 
 from __future__ import annotations
@@ -147,8 +149,8 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
     agents = {agent.id: agent for agent in settings.agents if any(c.agent_id == agent.id for c in chosen)}
 
     async def pipeline(agent: AgentDefinition, stt: str, tts: str = "espeak") -> Pipeline:
-        with_providers = replace(agent, stt=ProviderChoice(provider=stt), tts=ProviderChoice(provider=tts))
-        return await factory.build(with_providers)
+        listening = recogniser_choice(agent.stt, stt)
+        return await factory.build(replace(agent, stt=listening, tts=ProviderChoice(provider=tts)))
 
     piper = (await pipeline(agents["agent-123"], "pocketsphinx", "piper")).tts
     print(f"speaking {len(chosen)} sentences in two voices ...", flush=True)
@@ -201,6 +203,13 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
     return {"targets": TARGETS, "noise_snr_db": NOISE_SNR_DB, "text": text_only, "recognisers": results}
 
 
+def recogniser_choice(configured: ProviderChoice, spec: str) -> ProviderChoice:
+    """The agent's STT settings with the recogniser --stt names: a provider, ":B" for keyword_boost B."""
+    provider, _, boost = spec.partition(":")
+    chosen = replace(configured, provider=provider)
+    return replace(chosen, keyword_boost=float(boost)) if boost else chosen
+
+
 def condition(voice: str, noisy: bool) -> str:
     """A voice and noise condition as the table names it."""
     return f"{voice} +noise" if noisy else voice
@@ -217,14 +226,14 @@ def print_table(result: dict[str, Any]) -> None:
         )
     print("\nthrough speech and a recogniser (every set together):")
     print(
-        f"  {'recogniser':14}{'voice':18}{'WER':>7}{'right':>8}{'fallback':>10}{'wrong':>8}"
+        f"  {'recogniser':16}{'voice':18}{'WER':>7}{'right':>8}{'fallback':>10}{'wrong':>8}"
         f"   unrelated: {'fallback':>9}{'wrong':>8}"
     )
     for name, row in result["recognisers"].items():
         for condition, cell in row["by_condition"].items():
             p, u = cell["paraphrases"], cell["unrelated"]
             print(
-                f"  {name:14}{condition:18}{cell['wer']:>7.1%}{p['right_rule']:>8.1%}{p['fallback']:>10.1%}"
+                f"  {name:16}{condition:18}{cell['wer']:>7.1%}{p['right_rule']:>8.1%}{p['fallback']:>10.1%}"
                 f"{p['wrong_rule']:>8.1%}   {'':11}{u['fallback']:>9.1%}{u['wrong_rule']:>8.1%}"
             )
     t = result["targets"]
@@ -238,7 +247,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stt", default="moonshine,pocketsphinx", help="recognisers to compare")
+    parser.add_argument(
+        "--stt",
+        default="moonshine,moonshine:0,pocketsphinx",
+        help="recognisers to compare; moonshine:B listens with keyword_boost B (moonshine: as configured)",
+    )
     parser.add_argument("--splits", default=",".join(SPLITS), help="sets of tests/data/rules_phrases.toml")
     args = parser.parse_args()
     # Every recognition logs at debug; the table is what this prints.

@@ -278,6 +278,14 @@ class ProviderChoice:
     """OpenAI-compatible LLM endpoint (Ollama, vLLM)."""
     speed_wpm: int = 175
     """Speaking rate of the offline TTS (espeak-ng or Piper), in words per minute."""
+    keywords: tuple[str, ...] = ()
+    """STT: words callers say to this agent that a recogniser may not know (names, products, places).
+    Deepgram gets them as key terms (nova-3 models); Moonshine favours them, with the words of the agent's
+    rules, as `keyword_boost` says."""
+    keyword_boost: float = 2.0
+    """STT, Moonshine: how much likelier, in log-probability, a word of the agent's rules or `keywords` is
+    made while decoding; 0 listens without favouring any word. Chosen on tests/data/rules_phrases.toml spoken
+    (`python -m bench.offline_quality`): higher puts unrelated sentences on a rule's words."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +419,8 @@ PROVIDER_ENV = {
     "eleven_api_key": "ELEVEN_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
 }
+# Past this a favoured word wins over anything the model heard: a recogniser that only says the rules' words.
+MAX_KEYWORD_BOOST = 10.0
 # What [models] stt and tts may name: the offline recognisers and voices.
 OFFLINE_STT = ("moonshine", "pocketsphinx")
 OFFLINE_TTS = ("piper", "espeak")
@@ -597,6 +607,8 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
     for key in ("min_probability", "min_margin", "end_call_min_probability"):
         if not 0 <= getattr(matching, key) <= 1:
             raise ConfigError(f"{where}.rules_matching.{key}", "must be between 0 and 1")
+    if not 0 <= agent.stt.keyword_boost <= MAX_KEYWORD_BOOST:
+        raise ConfigError(f"{where}.stt.keyword_boost", f"must be between 0 and {MAX_KEYWORD_BOOST:g}")
     turn = agent.turn
     if not 0 < turn.vad_activation_threshold < 1:
         raise ConfigError(f"{where}.turn.vad_activation_threshold", "must be between 0 and 1")

@@ -138,6 +138,27 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
             "phone key",
             id="rule-bad-digit",
         ),
+        pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"keyword_boost": -1}}]),
+            {},
+            "agents[0].stt.keyword_boost",
+            "between 0 and 10",
+            id="keyword-boost-negative",
+        ),
+        pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"keyword_boost": 50}}]),
+            {},
+            "agents[0].stt.keyword_boost",
+            "between 0 and 10",
+            id="keyword-boost-past-the-models-own-scores",
+        ),
+        pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"keywords": "voicebot"}}]),
+            {},
+            "agents[0].stt.keywords",
+            "must be a list",
+            id="keywords-not-a-list",
+        ),
         pytest.param(raw(redis={"url": "redis://host:port/0"}), {}, "redis.url", "port", id="redis-port"),
         pytest.param(
             raw(),

@@ -39,6 +39,14 @@ class Pipeline:
         }
 
 
+def listened_words(agent: AgentDefinition) -> frozenset[str]:
+    """The words a recogniser favours for `agent`: its rules' phrases and examples, and its STT keywords."""
+    from voicebot.providers.rules_llm import words
+
+    said = (text for rule in agent.rules for text in (*rule.phrases, *rule.examples))
+    return frozenset(word for text in (*said, *agent.stt.keywords) for word in words(text))
+
+
 class PipelineFactory(Protocol):
     """Builds the pipeline for an agent; tests pass scripted ones."""
 
@@ -105,17 +113,27 @@ class ProviderPipelineFactory:
     def _stt(self, agent: AgentDefinition) -> stt.STT[Any]:
         choice = self._stt_choice(agent)
         if choice == "deepgram":
+            from livekit.agents import NOT_GIVEN
             from livekit.plugins import deepgram
 
+            model = agent.stt.model or "nova-3"
+            # Key terms are a nova-3 feature: the plugin refuses them with any other model.
+            key_terms = list(agent.stt.keywords) if model.startswith("nova-3") else []
             return deepgram.STT(
-                model=agent.stt.model or "nova-3",
+                model=model,
                 language=agent.language,
                 api_key=self._keys.deepgram_api_key,
+                keyterm=key_terms or NOT_GIVEN,
             )
         if choice == "moonshine":
             from voicebot.providers.moonshine_stt import MoonshineSTT
 
-            return MoonshineSTT(models_dir=self._models.path, language=agent.language)
+            return MoonshineSTT(
+                models_dir=self._models.path,
+                language=agent.language,
+                keywords=listened_words(agent),
+                keyword_boost=agent.stt.keyword_boost,
+            )
         from voicebot.providers.sphinx_stt import SphinxSTT
 
         phrases = [phrase for rule in agent.rules for phrase in rule.phrases]

@@ -7,6 +7,8 @@ import importlib.resources
 import math
 import os
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,29 @@ Moonshine never takes more cores than this, whatever the number of sessions."""
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words an agent expects to hear, as the tokens that spell them: while decoding, a token that begins one
+    of them, or continues the one under way, has its score raised by `bonus` (contextual biasing, as
+    Deepgram's keywords do for its recogniser)."""
+
+    continuations: dict[tuple[int, ...], np.ndarray]
+    """For each run of tokens that begins a word (the empty run included), the tokens that may come next."""
+    bonus: float
+
+
+def vocabulary_of(tokenizer: Tokenizer, words: Iterable[str], bonus: float) -> Vocabulary:
+    """The vocabulary of `words`, each as said mid-sentence and as a sentence's first word."""
+    nexts: dict[tuple[int, ...], set[int]] = {}
+    for word in set(words):
+        for variant in {word.lower(), word.capitalize()}:
+            ids = tuple(tokenizer.encode(variant, add_special_tokens=False).ids)
+            for end in range(len(ids)):
+                nexts.setdefault(ids[:end], set()).add(ids[end])
+            nexts.setdefault(ids, set())
+    return Vocabulary({run: np.array(sorted(ids), dtype=np.intp) for run, ids in nexts.items()}, bonus)
+
+
 class _Moonshine:
     """Moonshine tiny's encoder, decoder and tokenizer; onnxruntime lets several threads run one session."""
 
@@ -79,22 +104,35 @@ class _Moonshine:
         # present.{i}.{decoder,encoder}.{key,value} come back as next step's past_key_values.{i}...
         self._outputs = [output.name for output in self._decoder.get_outputs()]
         self._pasts = [name.replace("present.", "past_key_values.", 1) for name in self._outputs[1:]]
+        self._vocabularies: dict[tuple[frozenset[str], float], Vocabulary] = {}
+        self._vocabularies_lock = threading.Lock()
 
-    def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+    def vocabulary(self, words: Iterable[str], bonus: float) -> Vocabulary:
+        """`words` spelled in this model's tokens; every session of an agent gets the same one."""
+        key = (frozenset(words), bonus)
+        with self._vocabularies_lock:
+            if key not in self._vocabularies:
+                self._vocabularies[key] = vocabulary_of(self._tokenizer, key[0], bonus)
+            return self._vocabularies[key]
+
+    def transcribe(self, audio: np.ndarray, vocabulary: Vocabulary | None = None) -> tuple[str, float]:
         """Text and confidence for 16 kHz mono float32 `audio`; blocks for ~25 ms a second of it."""
         size = int(MAX_CHUNK_S * SAMPLE_RATE)
         pieces = (audio[start : start + size] for start in range(0, len(audio), size))
-        results = [self._piece(piece) for piece in pieces if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE]
+        long_enough = (piece for piece in pieces if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE)
+        results = [self._piece(piece, vocabulary) for piece in long_enough]
         text = " ".join(text for text, _ in results if text)
         return text, min((confidence for _, confidence in results), default=0.0)
 
-    def _piece(self, audio: np.ndarray) -> tuple[str, float]:
+    def _piece(self, audio: np.ndarray, vocabulary: Vocabulary | None) -> tuple[str, float]:
         hidden = self._encoder.run(None, {"input_values": audio[None, :]})[0]
         empty = np.zeros((1, KV_HEADS, 0, HEAD_DIM), dtype=np.float32)
         past: dict[str, Any] = dict.fromkeys(self._pasts, empty)
         token = START_TOKEN
         tokens: list[int] = []
         log_probability = 0.0
+        # The runs of tokens that have begun one of the vocabulary's words and may go on to finish it.
+        under_way: list[tuple[int, ...]] = []
         bound = math.ceil(len(audio) / SAMPLE_RATE * TOKENS_PER_S) + EXTRA_TOKENS
         for step in range(bound):
             logits, *present = self._decoder.run(
@@ -114,12 +152,21 @@ class _Moonshine:
                 # Moonshine often ends at once: a third of short questions came back empty. Speech it ends
                 # on at the first step had that end at 0.9 or less; noise and silence at 0.99 and more.
                 scores[END_TOKEN] = -np.inf
-            token = int(scores.argmax())
-            # The chosen token's log-probability: log-softmax at the argmax, whose score is the maximum.
+            heard = scores
+            if vocabulary is not None:
+                heard = scores.copy()
+                # Once per token, even one that starts a word and continues another.
+                favoured = np.concatenate([vocabulary.continuations[run] for run in {(), *under_way}])
+                heard[favoured] += vocabulary.bonus
+            token = int(heard.argmax())
+            # The chosen token's log-probability as the model alone scored it.
             log_probability -= float(np.log(np.exp(scores - scores[token]).sum()))
             if token == END_TOKEN:
                 break
             tokens.append(token)
+            if vocabulary is not None:
+                grown = ((*run, token) for run in {(), *under_way})
+                under_way = [run for run in grown if run in vocabulary.continuations]
             for name, value in zip(self._pasts, present, strict=True):
                 if step == 0 or ".decoder." in name:
                     past[name] = value
@@ -151,7 +198,9 @@ def _model(directory: Path) -> _Moonshine:
         return _models[key]
 
 
-def _recognise(model: _Moonshine, frame: rtc.AudioFrame) -> tuple[str, float, float]:
+def _recognise(
+    model: _Moonshine, frame: rtc.AudioFrame, vocabulary: Vocabulary | None
+) -> tuple[str, float, float]:
     """Text, confidence and seconds of speech of `frame`; CPU work for the pool's threads."""
     pcm = np.frombuffer(to_16k_mono(frame), dtype=np.int16)
     audio = pcm.astype(np.float32) / 32768.0
@@ -161,7 +210,7 @@ def _recognise(model: _Moonshine, frame: rtc.AudioFrame) -> tuple[str, float, fl
     speech = _around_speech(audio)
     if speech is None:
         return "", 0.0, audio_s
-    return *model.transcribe(speech), audio_s
+    return *model.transcribe(speech, vocabulary), audio_s
 
 
 def _around_speech(audio: np.ndarray) -> np.ndarray | None:
@@ -186,9 +235,18 @@ def _around_speech(audio: np.ndarray) -> np.ndarray | None:
 class MoonshineSTT(OfflineSTT):
     """Recognises any English speech, offline. The first one built loads the model: not on the event loop."""
 
-    def __init__(self, models_dir: Path, language: str = "en-US") -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        language: str = "en-US",
+        keywords: Iterable[str] = (),
+        keyword_boost: float = 0.0,
+    ) -> None:
         super().__init__(language)
         self._model = _model(models_dir)
+        words = frozenset(keywords)
+        favoured = keyword_boost > 0 and bool(words)
+        self._vocabulary = self._model.vocabulary(words, keyword_boost) if favoured else None
 
     @property
     def model(self) -> str:
@@ -202,4 +260,6 @@ class MoonshineSTT(OfflineSTT):
 
     async def recognise(self, frame: rtc.AudioFrame) -> tuple[str, float, float]:
         """Text, confidence and seconds of audio of one segment, from the shared pool's threads."""
-        return await asyncio.get_running_loop().run_in_executor(_pool, _recognise, self._model, frame)
+        return await asyncio.get_running_loop().run_in_executor(
+            _pool, _recognise, self._model, frame, self._vocabulary
+        )

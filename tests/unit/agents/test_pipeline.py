@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from livekit.plugins import deepgram
 
 from tests.audio import greeting_agent
-from voicebot.agents.pipeline import ProviderPipelineFactory
+from voicebot.agents.pipeline import ProviderPipelineFactory, listened_words
 from voicebot.config import (
     DEFAULT_MODELS_DIR,
     AgentDefinition,
@@ -149,3 +150,45 @@ async def test_sessions_of_one_setting_share_a_vad_and_another_setting_gets_its_
 
     assert first.vad is second.vad
     assert other.vad is not first.vad
+
+
+def with_words(stt: ProviderChoice) -> AgentDefinition:
+    rules = (
+        Rule(reply="Nine to five.", phrases=("opening hours",), examples=("When do you shut?",)),
+        Rule(reply="Bye.", phrases=("goodbye",), end_call=True),
+    )
+    return AgentDefinition(id="a", name="A", stt=stt, rules=rules)
+
+
+def test_an_agent_listens_for_its_rules_words_and_its_keywords() -> None:
+    words = listened_words(with_words(ProviderChoice(keywords=("Voicebot", "Doctor Khan"))))
+
+    assert words == {"opening", "hours", "when", "do", "you", "shut", "goodbye", "voicebot", "doctor", "khan"}
+
+
+async def test_moonshine_favours_the_words_an_agent_listens_for_as_its_boost_says(factory: Factory) -> None:
+    built = factory(MODELS)
+    favouring = with_words(ProviderChoice(provider="moonshine", keywords=("voicebot",), keyword_boost=3.0))
+
+    stt = (await built.build(favouring)).stt
+    unboosted = (await built.build(replace(favouring, stt=replace(favouring.stt, keyword_boost=0.0)))).stt
+
+    assert isinstance(stt, MoonshineSTT)
+    assert isinstance(unboosted, MoonshineSTT)
+    assert stt._vocabulary is stt._model.vocabulary(listened_words(favouring), 3.0)
+    assert unboosted._vocabulary is None
+
+
+@pytest.mark.parametrize(("model", "key_terms"), [("nova-3", ["voicebot", "Khan"]), ("nova-2", [])])
+async def test_deepgram_gets_the_keywords_as_key_terms_where_its_model_takes_them(
+    model: str, key_terms: list[str]
+) -> None:
+    factory = ProviderPipelineFactory(ProviderKeys(deepgram_api_key="test-key"), MODELS)
+    choice = ProviderChoice(provider="auto", model=model, keywords=("voicebot", "Khan"))
+    try:
+        stt = (await factory.build(with_words(choice))).stt
+    finally:
+        await factory.aclose()
+
+    assert isinstance(stt, deepgram.STT)
+    assert stt._opts.keyterm == key_terms

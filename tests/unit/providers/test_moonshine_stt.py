@@ -16,10 +16,11 @@ from livekit.agents.metrics import STTMetrics
 from tests.audio import word_errors as word_distance
 from tests.conftest import loop_ticks_while
 from tests.voice_client import espeak
-from voicebot.config import DEFAULT_MODELS_DIR
+from voicebot.agents.pipeline import listened_words
+from voicebot.config import DEFAULT_MODELS_DIR, AgentDefinition, load_settings
 from voicebot.errors import ModelMissing
 from voicebot.providers import moonshine_stt
-from voicebot.providers.moonshine_stt import MoonshineSTT
+from voicebot.providers.moonshine_stt import MoonshineSTT, Vocabulary
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ROOT / DEFAULT_MODELS_DIR
@@ -131,13 +132,13 @@ def concurrency(moonshine: MoonshineSTT, monkeypatch: pytest.MonkeyPatch) -> lis
     running, most = 0, [0]
     lock = threading.Lock()
 
-    def counted(audio: np.ndarray) -> tuple[str, float]:
+    def counted(audio: np.ndarray, vocabulary: Vocabulary | None = None) -> tuple[str, float]:
         nonlocal running
         with lock:
             running += 1
             most[0] = max(most[0], running)
         try:
-            return transcribe(audio)
+            return transcribe(audio, vocabulary)
         finally:
             with lock:
                 running -= 1
@@ -215,3 +216,78 @@ async def test_noise_without_words_gives_no_text(moonshine: MoonshineSTT, level:
     noise = np.random.default_rng(level).normal(0, level, 24000).astype(np.int16)
 
     assert await hear(moonshine, rtc.AudioFrame(noise.tobytes(), 16000, 1, len(noise))) == ""
+
+
+# Said by espeak-ng with the VAD's half second of silence either side, Moonshine alone hears "the ruffus",
+# "the wife I offer", "a moist assistant" and "Flora, um"; listening for the agent's words sets them right.
+MISHEARD_ALONE = [
+    ("agent-123", "is the office open on monday", "office"),
+    ("faq", "can it work with the wifi off", "wifi"),
+    ("faq", "is this a voice assistant", "voice"),
+    ("agent-123", "which floor are you on", "floor"),
+]
+
+
+async def in_silence(text: str) -> rtc.AudioFrame:
+    """`text` spoken with half a second of silence before and after, as Silero's segments have."""
+    samples, rate = await espeak(text)
+    pad = np.zeros(rate // 2, dtype=np.int16)
+    audio = np.concatenate([pad, samples, pad])
+    return rtc.AudioFrame(audio.tobytes(), rate, 1, len(audio))
+
+
+def shipped_agent(agent_id: str) -> AgentDefinition:
+    return next(agent for agent in load_settings(ROOT / "config.toml", {}).agents if agent.id == agent_id)
+
+
+@pytest.mark.parametrize(("agent_id", "sentence", "word"), MISHEARD_ALONE)
+async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishears_it(
+    moonshine: MoonshineSTT, agent_id: str, sentence: str, word: str
+) -> None:
+    agent = shipped_agent(agent_id)
+    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
+    frame = await in_silence(sentence)
+
+    alone, favoured = await hear(moonshine, frame), await hear(listening, frame)
+
+    assert word not in normalised(alone), alone
+    assert word_errors(sentence, favoured) == 0, favoured
+
+
+@pytest.mark.parametrize("sentence", UNLISTED)
+async def test_what_no_rule_says_is_still_heard_word_for_word_while_listening_for_the_agents_words(
+    sentence: str,
+) -> None:
+    agent = shipped_agent("agent-123")
+    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
+
+    heard = await hear(listening, await speech(sentence))
+
+    assert word_errors(sentence, heard) <= 1, heard
+
+
+def test_the_vocabulary_spells_each_word_in_the_models_tokens_at_a_sentences_start_and_within_it(
+    moonshine: MoonshineSTT,
+) -> None:
+    tokenizer = moonshine._model._tokenizer
+    vocabulary = moonshine_stt.vocabulary_of(tokenizer, ["voicebot"], bonus=2.0)
+
+    for variant in ("voicebot", "Voicebot"):
+        ids = tokenizer.encode(variant, add_special_tokens=False).ids
+        assert len(ids) > 1, "a word of several tokens shows the runs"
+        for end, token in enumerate(ids):
+            assert token in vocabulary.continuations[tuple(ids[:end])]
+        assert tokenizer.decode(ids) == variant
+    assert len(vocabulary.continuations[()]) == 2
+
+
+def test_sessions_of_one_agent_share_its_vocabulary_and_no_boost_favours_nothing() -> None:
+    words = {"office", "wifi"}
+
+    first = MoonshineSTT(MODELS, keywords=words, keyword_boost=2.0)
+    second = MoonshineSTT(MODELS, keywords=iter(sorted(words)), keyword_boost=2.0)
+
+    assert first._vocabulary is not None
+    assert first._vocabulary is second._vocabulary
+    assert MoonshineSTT(MODELS, keywords=words, keyword_boost=0.0)._vocabulary is None
+    assert MoonshineSTT(MODELS, keyword_boost=2.0)._vocabulary is None
