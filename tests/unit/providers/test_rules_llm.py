@@ -251,11 +251,13 @@ def test_the_phrase_set_says_every_paraphrase_in_other_words(shipped: dict[str, 
 
 
 # What bench/rules_matching.py measured at config.toml's thresholds, as counts: (right, wrong, unrelated that
-# got a rule). tuning chose the thresholds; held_out_2 was written before anything was measured on it.
+# got a rule). tuning chose the thresholds; held_out_2 and held_out_3 were written before anything was
+# measured on them.
 FLOORS = {
     "tuning": (142, 0, 4),
     "held_out": (37, 0, 3),
     "held_out_2": (69, 0, 2),
+    "held_out_3": (52, 0, 0),
 }
 
 
@@ -275,7 +277,7 @@ def test_on_the_phrase_set_paraphrases_reach_their_rule_and_almost_never_a_wrong
     assert counts.paraphrases[Outcome.RIGHT] >= min_right
     assert counts.paraphrases[Outcome.WRONG] <= max_wrong
     assert sum(counts.unrelated.values()) - counts.unrelated[Outcome.FALLBACK] <= max_unrelated_answered
-    # The targets: met on tuning and held_out_2; held_out (43 paraphrases, 30 unrelated) falls short of 90%
+    # The targets: met on every set but held_out (43 paraphrases, 30 unrelated), which falls short of 90%
     # right (86%) and of 95% unrelated to the fallback (90%: three sentences).
     if split != "held_out":
         assert counts.meets_targets
