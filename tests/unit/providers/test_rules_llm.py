@@ -251,15 +251,13 @@ def test_the_phrase_set_says_every_paraphrase_in_other_words(shipped: dict[str, 
 
 
 # What bench/rules_matching.py measured at config.toml's thresholds, as counts: (right, wrong, unrelated that
-# got a rule). tuning chose the thresholds and the off-topic sentences; held_out_2 and held_out_3 were written
-# before anything was measured on them. The off-topic sentences on the time, jobs and other places (chosen on
-# tuning spoken and recognised, where they took unrelated sentences to the fallback from 94.0 to 96.4% with a
-# natural voice) took tuning's unrelated answered from 4 to 2 here, and cost held_out one right answer and
-# held_out_2 one wrong one.
+# got a rule). tuning chose the thresholds and the off-topic sentences (those on looking for work and finding
+# other places took its unrelated answered from 4 to 2 and changed no other set); held_out_2 and held_out_3
+# were written before anything was measured on them.
 FLOORS = {
     "tuning": (142, 0, 2),
-    "held_out": (36, 0, 3),
-    "held_out_2": (69, 1, 2),
+    "held_out": (37, 0, 3),
+    "held_out_2": (69, 0, 2),
     "held_out_3": (52, 0, 0),
 }
 
@@ -281,10 +279,10 @@ def test_on_the_phrase_set_paraphrases_reach_their_rule_and_almost_never_a_wrong
     assert counts.paraphrases[Outcome.WRONG] <= max_wrong
     assert sum(counts.unrelated.values()) - counts.unrelated[Outcome.FALLBACK] <= max_unrelated_answered
     # The targets: met on every set but held_out (43 paraphrases, 30 unrelated), which falls short of 90%
-    # right (84%) and of 95% unrelated to the fallback (90%: three sentences).
+    # right (86%) and of 95% unrelated to the fallback (90%: three sentences).
     if split != "held_out":
         assert counts.meets_targets
-    assert counts.share(counts.paraphrases, Outcome.RIGHT) >= (TARGET_RIGHT if split != "held_out" else 0.83)
+    assert counts.share(counts.paraphrases, Outcome.RIGHT) >= (TARGET_RIGHT if split != "held_out" else 0.86)
     assert counts.share(counts.paraphrases, Outcome.WRONG) <= TARGET_WRONG
     assert counts.share(counts.unrelated, Outcome.FALLBACK) >= (
         TARGET_UNRELATED_FALLBACK if split != "held_out" else 0.90
@@ -303,13 +301,7 @@ def test_on_the_phrase_set_paraphrases_reach_their_rule_and_almost_never_a_wrong
         ("Could you tell him I rung?", 1),
         ("Where's you're office?", 2),
         ("What's you address?", 2),
-        pytest.param(
-            "Okay, thanks. By.",
-            3,
-            marks=pytest.mark.xfail(
-                reason="measured: 0.56, under end_call's 0.6, since the off-topic time sentences"
-            ),
-        ),
+        ("Okay, thanks. By.", 3),
         pytest.param("Good buy.", 3, marks=pytest.mark.xfail(reason="measured: the fallback answers")),
     ],
 )
