@@ -55,8 +55,8 @@ async def assert_heard_whole(person: VoiceClient) -> None:
 
 @pytest.mark.parametrize(
     ("delay_s", "microphone"),
-    [(0.0, True), (1.0, True), (2.0, False)],
-    ids=["at-once", "1s-later", "listen-first-2s-later"],
+    [(0.0, True), (0.5, True), (1.0, True), (2.0, False), (5.0, False)],
+    ids=["at-once", "half-a-second-later", "1s-later", "listen-first-2s-later", "listen-first-5s-later"],
 )
 async def test_a_client_joining_after_create_room_hears_the_whole_greeting(
     client: Client, delay_s: float, microphone: bool
@@ -77,12 +77,13 @@ async def test_a_client_joining_after_create_room_hears_the_whole_greeting(
         await person.close()
 
 
+@pytest.mark.parametrize("microphone", [True, False], ids=["publishes", "listen-first"])
 async def test_a_client_already_in_the_room_when_the_agent_is_sent_hears_the_whole_greeting(
-    client: Client, livekit: LiveKitGateway
+    client: Client, livekit: LiveKitGateway, microphone: bool
 ) -> None:
     await livekit.create_room("first-word-present", empty_timeout_s=60, departure_timeout_s=5)
     _, token = livekit.user_token("first-word-present", ttl_s=600)
-    person = VoiceClient(livekit.url, token)
+    person = VoiceClient(livekit.url, token, microphone=microphone)
     await person.connect()
     try:
         body = {"agent_id": "agent-123", "room_name": "first-word-present"}
