@@ -32,7 +32,7 @@ from livekit.agents import stt as agents_stt
 from livekit.agents import tts as agents_tts
 
 from bench.common import ROOT, write_result
-from tests.audio import word_errors
+from tests.audio import as_vad_segment, word_errors
 from tests.rules_phrases import SPLITS, Case, Confusion, Outcome, cases, outcome
 from tests.voice_client import espeak
 from voicebot.agents.pipeline import Pipeline, ProviderPipelineFactory
@@ -105,9 +105,7 @@ async def synthesised(voice: agents_tts.TTS[Any], text: str) -> tuple[np.ndarray
 
 async def transcribe(recogniser: agents_stt.STT[Any], samples: np.ndarray, rate: int) -> str:
     """What `recogniser` hears in `samples`, with half a second of silence either side (as the VAD cuts)."""
-    pad = np.zeros(rate // 2, dtype=np.int16)
-    audio = np.concatenate([pad, samples, pad])
-    event = await recogniser.recognize(rtc.AudioFrame(audio.tobytes(), rate, 1, len(audio)))
+    event = await recogniser.recognize(as_vad_segment(samples, rate))
     return event.alternatives[0].text if event.alternatives else ""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 
 from tests.voice_client import VoiceClient, espeak, rms
 from voicebot.config import AgentDefinition, load_settings
@@ -71,6 +72,13 @@ class Speech:
     def voiced_s(self) -> float:
         """Seconds from the first to past the last audible frame."""
         return voiced_duration(self.samples, self.sample_rate)
+
+
+def as_vad_segment(samples: np.ndarray, rate: int) -> rtc.AudioFrame:
+    """Speech with half a second of silence before and after, as Silero's segments reach a recogniser."""
+    pad = np.zeros(rate // 2, dtype=np.int16)
+    audio = np.concatenate([pad, samples, pad])
+    return rtc.AudioFrame(audio.tobytes(), rate, 1, len(audio))
 
 
 def greeting_agent(agent_id: str = "agent-123") -> AgentDefinition:

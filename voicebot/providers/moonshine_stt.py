@@ -75,7 +75,6 @@ def vocabulary_of(tokenizer: Tokenizer, words: Iterable[str], bonus: float) -> V
             ids = tuple(tokenizer.encode(variant, add_special_tokens=False).ids)
             for end in range(len(ids)):
                 nexts.setdefault(ids[:end], set()).add(ids[end])
-            nexts.setdefault(ids, set())
     return Vocabulary({run: np.array(sorted(ids), dtype=np.intp) for run, ids in nexts.items()}, bonus)
 
 

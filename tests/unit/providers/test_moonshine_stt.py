@@ -13,11 +13,12 @@ import structlog
 from livekit import rtc
 from livekit.agents.metrics import STTMetrics
 
+from tests.audio import as_vad_segment, greeting_agent
 from tests.audio import word_errors as word_distance
 from tests.conftest import loop_ticks_while
 from tests.voice_client import espeak
 from voicebot.agents.pipeline import listened_words
-from voicebot.config import DEFAULT_MODELS_DIR, AgentDefinition, load_settings
+from voicebot.config import DEFAULT_MODELS_DIR
 from voicebot.errors import ModelMissing
 from voicebot.providers import moonshine_stt
 from voicebot.providers.moonshine_stt import MoonshineSTT, Vocabulary
@@ -228,25 +229,13 @@ MISHEARD_ALONE = [
 ]
 
 
-async def in_silence(text: str) -> rtc.AudioFrame:
-    """`text` spoken with half a second of silence before and after, as Silero's segments have."""
-    samples, rate = await espeak(text)
-    pad = np.zeros(rate // 2, dtype=np.int16)
-    audio = np.concatenate([pad, samples, pad])
-    return rtc.AudioFrame(audio.tobytes(), rate, 1, len(audio))
-
-
-def shipped_agent(agent_id: str) -> AgentDefinition:
-    return next(agent for agent in load_settings(ROOT / "config.toml", {}).agents if agent.id == agent_id)
-
-
 @pytest.mark.parametrize(("agent_id", "sentence", "word"), MISHEARD_ALONE)
 async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishears_it(
     moonshine: MoonshineSTT, agent_id: str, sentence: str, word: str
 ) -> None:
-    agent = shipped_agent(agent_id)
+    agent = greeting_agent(agent_id)
     listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
-    frame = await in_silence(sentence)
+    frame = as_vad_segment(*await espeak(sentence))
 
     alone, favoured = await hear(moonshine, frame), await hear(listening, frame)
 
@@ -258,7 +247,7 @@ async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishear
 async def test_what_no_rule_says_is_still_heard_word_for_word_while_listening_for_the_agents_words(
     sentence: str,
 ) -> None:
-    agent = shipped_agent("agent-123")
+    agent = greeting_agent("agent-123")
     listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
 
     heard = await hear(listening, await speech(sentence))
