@@ -35,18 +35,33 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     Regression: ports from the ephemeral range were taken by outgoing connections before the server that
     was to listen on them had started ("bind: address already in use").
     """
+    return free_ports(1, kind)
+
+
+def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """The first of `count` consecutive ports, each as `free_port` hands them out.
+
+    Regression: sipp binds its media port and the three after it (audio RTCP, video RTP and RTCP); with only
+    the first checked, a clean clone's run had it exit 254, "Unable to bind video RTP socket ... Address
+    already in use", on a port another test held.
+    """
     for _ in range(1000):
-        port = _ports.choice(TEST_PORTS)
-        if port in _handed_out:
+        first = _ports.choice(TEST_PORTS[: len(TEST_PORTS) - count + 1])
+        block = range(first, first + count)
+        if any(port in _handed_out for port in block) or not all(_bindable(port, kind) for port in block):
             continue
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError(f"no free port left in {TEST_PORTS}")
+        _handed_out.update(block)
+        return first
+    raise RuntimeError(f"no {count} free ports left in {TEST_PORTS}")
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_livekit_ports() -> LiveKitServerPorts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,10 +15,12 @@ from typing import cast
 
 import numpy as np
 
-from tests.servers import free_port
+from tests.servers import free_port, free_ports
 
 SHIPPED_PCAPS = Path("/usr/share/sip-tester")
 LOOPBACK = "127.0.0.1"
+# sipp's -mp port and the three after it: audio RTP and RTCP, video RTP and RTCP.
+SIPP_MEDIA_PORTS = 4
 # Payload types of G.711 in the static RTP profile.
 PCMU, PCMA = 0, 8
 
@@ -330,7 +333,7 @@ async def start_sipp(
         "-p",
         str(sip_port),
         "-mp",
-        str(free_port()),
+        str(free_ports(SIPP_MEDIA_PORTS, socket.SOCK_DGRAM)),
         "-timeout",
         f"{int(timeout_s)}s",
         "-trace_err",
