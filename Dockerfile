@@ -1,5 +1,5 @@
 # voicebot's image for compose.yaml: the API and the offline voice pipeline (espeak-ng from Debian, Moonshine
-# tiny from npm).
+# tiny from npm, Moonshine base from PyPI).
 
 # Moonshine tiny's quantized ONNX encoder and decoder, as `make models` fetches them: moonshine-js's tarball
 # from the npm registry, checked against the integrity npm published (the Makefile's, kept equal by
@@ -35,6 +35,8 @@ RUN pip install --no-cache-dir . \
     && pip install --no-cache-dir --no-deps --require-hashes -r models.lock
 # config.toml's [models] dir, which is relative to config.toml: /app/.cache/models.
 COPY --from=models /models/ .cache/models/
+# Moonshine base, written as `make models` writes it, from moonshine-cpp's files (models.lock).
+RUN python -m voicebot.providers.moonshine_base .cache/models
 USER voicebot
 EXPOSE 8001
 CMD ["python", "-m", "voicebot", "serve", "--host", "0.0.0.0", "--port", "8001"]

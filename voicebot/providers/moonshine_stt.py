@@ -1,4 +1,4 @@
-"""Offline speech-to-text of any English with Moonshine tiny (MIT), run by onnxruntime."""
+"""Offline speech-to-text of any English with Moonshine base or tiny (MIT), run by onnxruntime."""
 
 from __future__ import annotations
 
@@ -23,15 +23,13 @@ from voicebot.providers.audio import SAMPLE_RATE, to_16k_mono
 from voicebot.providers.offline_stt import OfflineSTT
 from voicebot.providers.pools import MeasuredPool
 
-MODEL = "moonshine/tiny"
-MODEL_DIR = "moonshine-tiny"
-"""The directory under [models] dir that `make models` unpacks moonshine-js's quantized tiny model into."""
-ENCODER_FILE = "encoder_model.onnx"
-DECODER_FILE = "decoder_model_merged.onnx"
-# Moonshine tiny's decoder, as its merged ONNX graph names and shapes its inputs.
-LAYERS = 6
-KV_HEADS = 8
-HEAD_DIM = 36
+DEFAULT_MODEL = "base"
+FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
+"""A model's encoder and decoder, under [models] dir in moonshine-<model>/, as `make models` writes them:
+tiny's quantized ones unpacked from moonshine-js, base's made from moonshine-cpp (moonshine_base.py)."""
+FLOAT_WEIGHTS = frozenset({"base"})
+"""Models whose weights `make models` stored as floats: onnxruntime's prepacking would keep a second copy of
+each per branch of the decoder (+280 MB for base) to save ~1 ms of a 12 ms step."""
 START_TOKEN = 1
 END_TOKEN = 2
 TOKENS_PER_S = 6.5
@@ -78,31 +76,46 @@ def vocabulary_of(tokenizer: Tokenizer, words: Iterable[str], bonus: float) -> V
     return Vocabulary({run: np.array(sorted(ids), dtype=np.intp) for run, ids in nexts.items()}, bonus)
 
 
-class _Moonshine:
-    """Moonshine tiny's encoder, decoder and tokenizer; onnxruntime lets several threads run one session."""
+def model_files(name: str, models_dir: Path) -> tuple[Path, Path]:
+    """Where model `name`'s encoder and decoder are."""
+    directory = models_dir / f"moonshine-{name}"
+    return directory / FILES[0], directory / FILES[1]
 
-    def __init__(self, directory: Path) -> None:
-        files = [directory / MODEL_DIR / name for name in (ENCODER_FILE, DECODER_FILE)]
+
+def _session(path: Path, prepacked: bool) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    # One thread per recognition: the pool bounds how many run at once, and onnxruntime's default (a
+    # thread per core, per session) would have concurrent recognitions fight over the same cores.
+    # One thread is as fast as two for a recognition alone here: the decoder's operators are small.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    if not prepacked:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class _Moonshine:
+    """A Moonshine model's encoder, decoder and tokenizer; several threads may run one onnxruntime session."""
+
+    def __init__(self, name: str, models_dir: Path) -> None:
+        files = model_files(name, models_dir)
         tokenizer = Path(str(importlib.resources.files("moonshine_onnx") / "assets" / "tokenizer.json"))
         for path in files:
             if not path.is_file():
                 raise ModelMissing(path, "run `make models` (or set [models] dir to where they are)")
         if not tokenizer.is_file():
             raise ModelMissing(tokenizer, "run `make install` (models.lock installs useful-moonshine-onnx)")
-        options = onnxruntime.SessionOptions()
-        # One thread per recognition: the pool bounds how many run at once, and onnxruntime's default (a
-        # thread per core, per session) would have concurrent recognitions fight over the same cores.
-        # One thread is as fast as two for a recognition alone here: the decoder's operators are small.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        providers = ["CPUExecutionProvider"]
-        self._encoder = onnxruntime.InferenceSession(str(files[0]), options, providers=providers)
-        self._decoder = onnxruntime.InferenceSession(str(files[1]), options, providers=providers)
+        self.name = name
+        self._encoder = _session(files[0], prepacked=name not in FLOAT_WEIGHTS)
+        self._decoder = _session(files[1], prepacked=name not in FLOAT_WEIGHTS)
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         # present.{i}.{decoder,encoder}.{key,value} come back as next step's past_key_values.{i}...
         self._outputs = [output.name for output in self._decoder.get_outputs()]
         self._pasts = [name.replace("present.", "past_key_values.", 1) for name in self._outputs[1:]]
+        # ... shaped (batch, heads, positions, head size); the sizes differ between tiny and base.
+        cache = next(i for i in self._decoder.get_inputs() if i.name.startswith("past_key_values."))
+        self._empty_cache = np.zeros((1, cache.shape[1], 0, cache.shape[3]), dtype=np.float32)
         self._vocabularies: dict[tuple[frozenset[str], float], Vocabulary] = {}
         self._vocabularies_lock = threading.Lock()
 
@@ -125,8 +138,7 @@ class _Moonshine:
 
     def _piece(self, audio: np.ndarray, vocabulary: Vocabulary | None) -> tuple[str, float]:
         hidden = self._encoder.run(None, {"input_values": audio[None, :]})[0]
-        empty = np.zeros((1, KV_HEADS, 0, HEAD_DIM), dtype=np.float32)
-        past: dict[str, Any] = dict.fromkeys(self._pasts, empty)
+        past: dict[str, Any] = dict.fromkeys(self._pasts, self._empty_cache)
         token = START_TOKEN
         tokens: list[int] = []
         log_probability = 0.0
@@ -182,18 +194,18 @@ def _probability(scores: np.ndarray, token: int) -> float:
     return float(exponentials[token] / exponentials.sum())
 
 
-_models: dict[Path, _Moonshine] = {}
+_models: dict[tuple[str, Path], _Moonshine] = {}
 _models_lock = threading.Lock()
 _pool = MeasuredPool(POOL_THREADS, "moonshine")
 
 
-def _model(directory: Path) -> _Moonshine:
-    # Every session shares one model: it is the memory (~100 MB resident, ~160 MB once a 10 s segment has
-    # grown onnxruntime's arenas), and a session adds none.
+def _model(name: str, directory: Path) -> _Moonshine:
+    # Every session shares one model: it is the memory (tiny ~100 MB resident, ~160 MB once a 10 s segment
+    # has grown onnxruntime's arenas; base with its weights folded to floats more), and a session adds none.
     with _models_lock:
-        key = directory.resolve()
+        key = (name, directory.resolve())
         if key not in _models:
-            _models[key] = _Moonshine(key)
+            _models[key] = _Moonshine(*key)
         return _models[key]
 
 
@@ -232,7 +244,7 @@ def _around_speech(audio: np.ndarray) -> np.ndarray | None:
 
 
 class MoonshineSTT(OfflineSTT):
-    """Recognises any English speech, offline. The first one built loads the model: not on the event loop."""
+    """Recognises any English speech, offline. The first one built loads its model: not on the event loop."""
 
     def __init__(
         self,
@@ -240,9 +252,10 @@ class MoonshineSTT(OfflineSTT):
         language: str = "en-US",
         keywords: Iterable[str] = (),
         keyword_boost: float = 0.0,
+        model: str = DEFAULT_MODEL,
     ) -> None:
         super().__init__(language)
-        self._model = _model(models_dir)
+        self._model = _model(model or DEFAULT_MODEL, models_dir)
         words = frozenset(keywords)
         favoured = keyword_boost > 0 and bool(words)
         self._vocabulary = self._model.vocabulary(words, keyword_boost) if favoured else None
@@ -250,7 +263,7 @@ class MoonshineSTT(OfflineSTT):
     @property
     def model(self) -> str:
         """The model that listens."""
-        return MODEL
+        return f"moonshine/{self._model.name}"
 
     @property
     def provider(self) -> str:

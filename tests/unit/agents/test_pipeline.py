@@ -179,6 +179,25 @@ async def test_moonshine_favours_the_words_an_agent_listens_for_as_its_boost_say
     assert unboosted._vocabulary is None
 
 
+@pytest.mark.parametrize(
+    ("choice", "listens_with"),
+    [
+        (ProviderChoice(provider="moonshine"), "moonshine/base"),
+        (ProviderChoice(provider="moonshine", model="tiny"), "moonshine/tiny"),
+        # Without DEEPGRAM_API_KEY "auto" listens offline; Deepgram's model name is not Moonshine's.
+        (ProviderChoice(provider="auto", model="nova-3"), "moonshine/base"),
+        (ProviderChoice(provider="offline", model="tiny"), "moonshine/tiny"),
+    ],
+)
+async def test_moonshine_listens_with_the_size_the_agent_names_and_base_otherwise(
+    factory: Factory, choice: ProviderChoice, listens_with: str
+) -> None:
+    stt = (await factory(MODELS).build(with_words(choice))).stt
+
+    assert isinstance(stt, MoonshineSTT)
+    assert stt.model == listens_with
+
+
 @pytest.mark.parametrize(("model", "key_terms"), [("nova-3", ["voicebot", "Khan"]), ("nova-2", [])])
 async def test_deepgram_gets_the_keywords_as_key_terms_where_its_model_takes_them(
     model: str, key_terms: list[str]

@@ -1,4 +1,6 @@
-"""Moonshine hears English nobody wrote down in advance, with one model and one bounded pool per process."""
+"""Moonshine hears English nobody wrote down in advance, with one model and one bounded pool per process.
+
+Base is the default; tiny (an agent's stt.model "tiny") is lighter and hears less."""
 
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def moonshine() -> MoonshineSTT:
     return MoonshineSTT(MODELS)
 
 
+@pytest.fixture(scope="module")
+def tiny() -> MoonshineSTT:
+    return MoonshineSTT(MODELS, model="tiny")
+
+
 def normalised(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
@@ -63,12 +70,34 @@ async def hear(stt: MoonshineSTT, frame: rtc.AudioFrame) -> str:
 
 
 @pytest.mark.parametrize("sentence", UNLISTED)
+@pytest.mark.parametrize("size", ["base", "tiny"])
 async def test_sentences_no_rule_lists_are_recognised_word_for_word(
-    moonshine: MoonshineSTT, sentence: str
+    moonshine: MoonshineSTT, tiny: MoonshineSTT, size: str, sentence: str
 ) -> None:
-    heard = await hear(moonshine, await speech(sentence))
+    heard = await hear(moonshine if size == "base" else tiny, await speech(sentence))
 
     assert word_errors(sentence, heard) <= 1, heard
+
+
+# Said by espeak-ng, tiny hears "Is the office open to my remote moulding?", "When dust did off his open its
+# slogans." and "I'll tell you again to message to my lawyer.".
+TINY_MISHEARS = [
+    "is the office open tomorrow morning",
+    "when does the office open its doors",
+    "could you get a message to my lawyer",
+]
+
+
+@pytest.mark.parametrize("sentence", TINY_MISHEARS)
+async def test_base_hears_word_for_word_what_tiny_mishears(
+    moonshine: MoonshineSTT, tiny: MoonshineSTT, sentence: str
+) -> None:
+    frame = await speech(sentence)
+
+    by_base, by_tiny = await hear(moonshine, frame), await hear(tiny, frame)
+
+    assert word_errors(sentence, by_tiny) >= 2, by_tiny
+    assert word_errors(sentence, by_base) == 0, by_base
 
 
 async def test_audio_at_the_rooms_48k_rate_is_resampled(moonshine: MoonshineSTT) -> None:
@@ -106,23 +135,26 @@ async def test_a_recognition_reports_moonshine_and_the_speech_it_heard(moonshine
     assert 0 < event.alternatives[0].confidence <= 1
     (metrics,) = collected
     assert metrics.metadata is not None
-    assert (metrics.metadata.model_provider, metrics.metadata.model_name) == ("moonshine", "moonshine/tiny")
+    assert (metrics.metadata.model_provider, metrics.metadata.model_name) == ("moonshine", "moonshine/base")
     assert metrics.audio_duration == pytest.approx(frame.duration)
 
 
-def test_every_session_shares_the_one_model(moonshine: MoonshineSTT) -> None:
+def test_every_session_shares_the_one_model(moonshine: MoonshineSTT, tiny: MoonshineSTT) -> None:
     relative = MODELS.relative_to(Path.cwd()) if MODELS.is_relative_to(Path.cwd()) else MODELS
 
     assert MoonshineSTT(MODELS)._model is moonshine._model
-    assert MoonshineSTT(relative, language="en-GB")._model is moonshine._model
+    assert MoonshineSTT(relative, language="en-GB", model="base")._model is moonshine._model
+    assert MoonshineSTT(MODELS, model="tiny")._model is tiny._model is not moonshine._model
+    assert tiny.model == "moonshine/tiny"
 
 
-def test_missing_models_name_the_file_and_make_models(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", ["base", "tiny"])
+def test_missing_models_name_the_file_and_make_models(tmp_path: Path, size: str) -> None:
     with pytest.raises(ModelMissing) as error:
-        MoonshineSTT(tmp_path / "nowhere")
+        MoonshineSTT(tmp_path / "nowhere", model=size)
 
     message = str(error.value)
-    assert str(tmp_path / "nowhere" / "moonshine-tiny" / "encoder_model.onnx") in message
+    assert str(tmp_path / "nowhere" / f"moonshine-{size}" / "encoder_model.onnx") in message
     assert "run `make models`" in message
 
 
@@ -219,8 +251,9 @@ async def test_noise_without_words_gives_no_text(moonshine: MoonshineSTT, level:
     assert await hear(moonshine, rtc.AudioFrame(noise.tobytes(), 16000, 1, len(noise))) == ""
 
 
-# Said by espeak-ng with the VAD's half second of silence either side, Moonshine alone hears "the ruffus",
-# "the wife I offer", "a moist assistant" and "Flora, um"; listening for the agent's words sets them right.
+# Said by espeak-ng with the VAD's half second of silence either side, Moonshine tiny alone hears "the
+# ruffus", "the wife I offer", "a moist assistant" and "Flora, um"; listening for the agent's words sets them
+# right.
 MISHEARD_ALONE = [
     ("agent-123", "is the office open on monday", "office"),
     ("faq", "can it work with the wifi off", "wifi"),
@@ -231,28 +264,36 @@ MISHEARD_ALONE = [
 
 @pytest.mark.parametrize(("agent_id", "sentence", "word"), MISHEARD_ALONE)
 async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishears_it(
-    moonshine: MoonshineSTT, agent_id: str, sentence: str, word: str
+    tiny: MoonshineSTT, agent_id: str, sentence: str, word: str
 ) -> None:
     agent = greeting_agent(agent_id)
-    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
+    boost = agent.stt.keyword_boost
+    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=boost, model="tiny")
     frame = as_vad_segment(*await espeak(sentence))
 
-    alone, favoured = await hear(moonshine, frame), await hear(listening, frame)
+    alone, favoured = await hear(tiny, frame), await hear(listening, frame)
 
     assert word not in normalised(alone), alone
     assert word_errors(sentence, favoured) == 0, favoured
 
 
 @pytest.mark.parametrize("sentence", UNLISTED)
-async def test_what_no_rule_says_is_still_heard_word_for_word_while_listening_for_the_agents_words(
-    sentence: str,
+@pytest.mark.parametrize("size", ["base", "tiny"])
+async def test_listening_for_the_agents_words_costs_what_no_rule_says_a_word_at_most(
+    size: str, sentence: str
 ) -> None:
+    """Base alone hears "my potter's arrived yesterday"; listening for agent-123's words, "my potter's all
+    arrived yesterday"."""
     agent = greeting_agent("agent-123")
-    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=agent.stt.keyword_boost)
+    alone = MoonshineSTT(MODELS, model=size)
+    boost = agent.stt.keyword_boost
+    listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=boost, model=size)
+    frame = await speech(sentence)
 
-    heard = await hear(listening, await speech(sentence))
+    heard_alone, heard_listening = await hear(alone, frame), await hear(listening, frame)
 
-    assert word_errors(sentence, heard) <= 1, heard
+    assert word_errors(sentence, heard_alone) <= 1, heard_alone
+    assert word_errors(sentence, heard_listening) <= word_errors(sentence, heard_alone) + 1, heard_listening
 
 
 def test_the_vocabulary_spells_each_word_in_the_models_tokens_at_a_sentences_start_and_within_it(
