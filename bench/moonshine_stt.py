@@ -1,8 +1,9 @@
-"""Moonshine tiny's cost: milliseconds per recognition, CPU per second of speech, and the memory it adds.
+"""Moonshine base's and tiny's cost: milliseconds per recognition, CPU per second of speech, the memory each
+adds.
 
 Recognises espeak-ng speech cut to 1.5, 3 and 10 s, one at a time and two at once (two sessions' turns ending
-together), with voicebot's onnxruntime settings (one thread per recognition) and with onnxruntime's defaults
-(a thread per core in each session). Reads this process's RSS before and after loading the model.
+together), with voicebot's onnxruntime settings (one thread per recognition), each model in turn. Reads this
+process's RSS before and after loading each model (tiny first: it is the smaller).
 
     .venv/bin/python -m bench.moonshine_stt [--runs 10]
 """
@@ -16,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import psutil
 
 from bench.common import ROOT, summary, write_result
@@ -32,14 +32,6 @@ TEXT = (
     "since the weekend. Could someone tell me where it is, and whether I can still get it before Monday?"
 )
 MB = 1024 * 1024
-
-
-def with_default_sessions(model: moonshine_stt._Moonshine) -> moonshine_stt._Moonshine:
-    """The same model run by sessions built with onnxruntime's default options."""
-    directory = ROOT / DEFAULT_MODELS_DIR / moonshine_stt.MODEL_DIR
-    model._encoder = onnxruntime.InferenceSession(str(directory / moonshine_stt.ENCODER_FILE))
-    model._decoder = onnxruntime.InferenceSession(str(directory / moonshine_stt.DECODER_FILE))
-    return model
 
 
 def measure(model: moonshine_stt._Moonshine, audio: np.ndarray, runs: int, at_once: int) -> dict[str, Any]:
@@ -70,29 +62,28 @@ async def main() -> None:
     speech = np.interp(positions, np.arange(len(samples)), samples).astype(np.float32) / 32768.0
 
     process = psutil.Process()
-    before = process.memory_info().rss
-    model = moonshine_stt._Moonshine(ROOT / DEFAULT_MODELS_DIR)
-    loaded = process.memory_info().rss
-    model.transcribe(speech[: int(10 * SAMPLE_RATE)])
-    warm = process.memory_info().rss
-    memory = {
-        "rss_added_by_loading_mb": round((loaded - before) / MB, 1),
-        "rss_added_after_a_10s_recognition_mb": round((warm - before) / MB, 1),
-    }
-    print(f"RSS: +{memory['rss_added_by_loading_mb']} MB loaded, "
-          f"+{memory['rss_added_after_a_10s_recognition_mb']} MB after a 10 s recognition")  # fmt: skip
-
+    memory: dict[str, Any] = {}
     results: dict[str, Any] = {}
-    for name in ("voicebot", "onnxruntime_defaults"):
-        if name == "onnxruntime_defaults":
-            model = with_default_sessions(model)
+    for name in ("tiny", "base"):
+        before = process.memory_info().rss
+        model = moonshine_stt._Moonshine(name, ROOT / DEFAULT_MODELS_DIR)
+        loaded = process.memory_info().rss
+        model.transcribe(speech[: int(10 * SAMPLE_RATE)])
+        warm = process.memory_info().rss
+        memory[name] = {
+            "rss_added_by_loading_mb": round((loaded - before) / MB, 1),
+            "rss_added_after_a_10s_recognition_mb": round((warm - before) / MB, 1),
+        }
+        added = memory[name]
+        print(f"{name}: RSS +{added['rss_added_by_loading_mb']} MB loaded, "
+              f"+{added['rss_added_after_a_10s_recognition_mb']} MB after a 10 s recognition")  # fmt: skip
         results[name] = {}
         for length in LENGTHS_S:
             audio = speech[: int(length * SAMPLE_RATE)]
             for at_once in (1, 2):
                 row = measure(model, audio, args.runs, at_once)
                 results[name][f"{length}s_x{at_once}"] = row
-                print(f"{name:22} {length:5.1f} s x{at_once}: p50 {row['ms']['p50']:7.1f} ms  "
+                print(f"{name:6} {length:5.1f} s x{at_once}: p50 {row['ms']['p50']:7.1f} ms  "
                       f"p95 {row['ms']['p95']:7.1f} ms  {row['cpu_s_per_speech_s']:.4f} CPU-s/s")  # fmt: skip
     path = write_result("moonshine_stt", {"runs": args.runs, "memory": memory, "results": results})
     print(f"wrote {path}")

@@ -12,9 +12,11 @@ espeak-ng (a caller's robotic voice) and Piper's joe (a natural one), clean and 
 pocketsphinx listens, as it does in its pipeline, for the agent's phrases only (a JSGF grammar), so its WER on
 paraphrases says how far that grammar is from what people say.
 
-Moonshine runs twice by default: favouring the agent's words (its configured keyword_boost) and with no boost.
+Moonshine base (the default) runs twice: favouring the agent's words (its configured keyword_boost) and with
+no boost; then Moonshine tiny with the boost.
 
-    .venv/bin/python -m bench.offline_quality [--stt moonshine,moonshine:0,pocketsphinx] [--splits tuning]
+    .venv/bin/python -m bench.offline_quality [--stt moonshine,moonshine:0,moonshine/tiny,pocketsphinx]
+        [--splits tuning]
 """
 
 from __future__ import annotations
@@ -202,9 +204,11 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
 
 
 def recogniser_choice(configured: ProviderChoice, spec: str) -> ProviderChoice:
-    """The agent's STT settings with the recogniser --stt names: a provider, ":B" for keyword_boost B."""
-    provider, _, boost = spec.partition(":")
-    chosen = replace(configured, provider=provider)
+    """The agent's STT settings with the recogniser --stt names: a provider, "/M" for its model M, ":B" for
+    keyword_boost B."""
+    named, _, boost = spec.partition(":")
+    provider, _, model = named.partition("/")
+    chosen = replace(configured, provider=provider, model=model or configured.model)
     return replace(chosen, keyword_boost=float(boost)) if boost else chosen
 
 
@@ -247,8 +251,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--stt",
-        default="moonshine,moonshine:0,pocketsphinx",
-        help="recognisers to compare; moonshine:B listens with keyword_boost B (moonshine: as configured)",
+        default="moonshine,moonshine:0,moonshine/tiny,pocketsphinx",
+        help="recognisers to compare; moonshine/tiny listens with Moonshine tiny, moonshine:B with "
+        "keyword_boost B (moonshine: as configured)",
     )
     parser.add_argument("--splits", default=",".join(SPLITS), help="sets of tests/data/rules_phrases.toml")
     args = parser.parse_args()

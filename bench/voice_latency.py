@@ -12,7 +12,8 @@ of turn (VAD silence + endpointing), transcription, LLM time to first token, TTS
 - memory: voicebot's RSS (process tree) with that one session, then with 8 sessions (seven more rooms whose
   clients each heard the greeting): the models are loaded once, so each added session should cost little.
 
-    .venv/bin/python -m bench.voice_latency [--turns 20] [--pipelines moonshine+piper,pocketsphinx+espeak]
+    .venv/bin/python -m bench.voice_latency [--turns 20]
+        [--pipelines moonshine+piper,moonshine-tiny+piper,pocketsphinx+espeak]
 """
 
 from __future__ import annotations
@@ -33,16 +34,17 @@ from voicebot.config import load_settings
 
 SPEECH_LEVEL = 300.0
 CONFIG = ROOT / "config.toml"
-# Pipeline name -> (stt.provider, tts.provider) given to agent-123.
+# Pipeline name -> (stt.provider, its stt.model, tts.provider) given to agent-123.
 PIPELINES = {
-    "moonshine+piper": ("moonshine", "piper"),
-    "pocketsphinx+espeak": ("pocketsphinx", "espeak"),
+    "moonshine+piper": ("moonshine", "", "piper"),
+    "moonshine-tiny+piper": ("moonshine", "tiny", "piper"),
+    "pocketsphinx+espeak": ("pocketsphinx", "", "espeak"),
 }
 SESSIONS_FOR_MEMORY = 8
 TARGETS = {"voice_to_voice_p50_ms": 800.0, "added_rss_per_session_mb": 20.0}
 
 
-def pipeline_config(stt: str, tts: str) -> Path:
+def pipeline_config(stt: str, tts: str, stt_model: str = "") -> Path:
     """config.toml with agent-123 on these providers, written beside the results (models from the repo's)."""
     text = CONFIG.read_text()
     found = re.search(r'^id = "agent-123"$', text, re.MULTILINE)
@@ -50,7 +52,8 @@ def pipeline_config(stt: str, tts: str) -> Path:
     agent_start = found.start()
     agent_end = text.index("[[agents]]", agent_start)
     agent = text[agent_start:agent_end]
-    agent = re.sub(r'(\[agents\.stt\]\nprovider = )"[a-z]+"', rf'\1"{stt}"', agent)
+    model = f'\nmodel = "{stt_model}"' if stt_model else ""
+    agent = re.sub(r'(\[agents\.stt\]\nprovider = )"[a-z]+"', rf'\1"{stt}"{model}', agent)
     agent = re.sub(r'(\[agents\.tts\]\nprovider = )"[a-z]+"', rf'\1"{tts}"', agent)
     assert f'provider = "{stt}"' in agent, "config.toml changed shape"
     assert f'provider = "{tts}"' in agent, "config.toml changed shape"
@@ -61,7 +64,7 @@ def pipeline_config(stt: str, tts: str) -> Path:
         text = re.sub(r'^dir = ".*"', models_dir, text, count=1, flags=re.MULTILINE)
     else:
         text = f"[models]\n{models_dir}\n\n{text}"
-    path = RESULTS / f"config-{stt}-{tts}.toml"
+    path = RESULTS / f"config-{stt}{'-' + stt_model if stt_model else ''}-{tts}.toml"
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -97,7 +100,7 @@ async def join(http: aiohttp.ClientSession, base: str) -> tuple[VoiceClient, dic
 
 
 async def run_pipeline(name: str, turns: int) -> dict[str, Any]:
-    stt, tts = PIPELINES[name]
+    stt, stt_model, tts = PIPELINES[name]
     agent = load_settings(CONFIG, {}).agent("agent-123")
     assert agent is not None
     phrases = [rule.phrases[0] for rule in agent.rules if not rule.end_call]
@@ -106,7 +109,9 @@ async def run_pipeline(name: str, turns: int) -> dict[str, Any]:
     async with (
         livekit_server() as server,
         aiohttp.ClientSession() as http,
-        voicebot_process(server, config=pipeline_config(stt, tts), log_name=f"voicebot-{stt}-{tts}.log") as (
+        voicebot_process(
+            server, config=pipeline_config(stt, tts, stt_model), log_name=f"voicebot-{name}.log"
+        ) as (
             process,
             base,
         ),
@@ -131,7 +136,7 @@ async def run_pipeline(name: str, turns: int) -> dict[str, Any]:
             await other.close()
         await client.close()
     return {
-        "stt": stt,
+        "stt": f"{stt}/{stt_model}" if stt_model else stt,
         "tts": tts,
         "turns": turns,
         "client_measured": summary(client_ms),
