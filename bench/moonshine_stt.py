@@ -70,11 +70,10 @@ async def main() -> None:
         loaded = process.memory_info().rss
         model.transcribe(speech[: int(10 * SAMPLE_RATE)])
         warm = process.memory_info().rss
-        memory[name] = {
+        memory[name] = added = {
             "rss_added_by_loading_mb": round((loaded - before) / MB, 1),
             "rss_added_after_a_10s_recognition_mb": round((warm - before) / MB, 1),
         }
-        added = memory[name]
         print(f"{name}: RSS +{added['rss_added_by_loading_mb']} MB loaded, "
               f"+{added['rss_added_after_a_10s_recognition_mb']} MB after a 10 s recognition")  # fmt: skip
         results[name] = {}

@@ -133,16 +133,15 @@ class ProviderPipelineFactory:
                 keyterm=key_terms or NOT_GIVEN,
             )
         if choice == "moonshine":
-            from voicebot.providers.moonshine_stt import MoonshineSTT
+            from voicebot.providers.moonshine_stt import DEFAULT_MODEL, MoonshineSTT
 
             return MoonshineSTT(
                 models_dir=self._models.path,
                 language=agent.language,
                 keywords=listened_words(agent),
                 keyword_boost=agent.stt.keyword_boost,
-                # With provider "auto" or "offline" the model may name Deepgram's; Moonshine then listens
-                # with its default.
-                model=agent.stt.model if agent.stt.model in MOONSHINE_MODELS else "",
+                # Empty, or with provider "auto" or "offline" naming Deepgram's model: Moonshine's default.
+                model=agent.stt.model if agent.stt.model in MOONSHINE_MODELS else DEFAULT_MODEL,
             )
         from voicebot.providers.sphinx_stt import SphinxSTT
 

@@ -201,7 +201,7 @@ _pool = MeasuredPool(POOL_THREADS, "moonshine")
 
 def _model(name: str, directory: Path) -> _Moonshine:
     # Every session shares one model: it is the memory (tiny ~100 MB resident, ~160 MB once a 10 s segment
-    # has grown onnxruntime's arenas; base with its weights folded to floats more), and a session adds none.
+    # has grown onnxruntime's arenas; base ~230 MB more, its weights as floats), and a session adds none.
     with _models_lock:
         key = (name, directory.resolve())
         if key not in _models:
@@ -255,7 +255,7 @@ class MoonshineSTT(OfflineSTT):
         model: str = DEFAULT_MODEL,
     ) -> None:
         super().__init__(language)
-        self._model = _model(model or DEFAULT_MODEL, models_dir)
+        self._model = _model(model, models_dir)
         words = frozenset(keywords)
         favoured = keyword_boost > 0 and bool(words)
         self._vocabulary = self._model.vocabulary(words, keyword_boost) if favoured else None

@@ -80,8 +80,7 @@ def name_subgraphs(graph: onnx.GraphProto) -> None:
     """Give every unnamed subgraph a name of its node and attribute."""
     for node in graph.node:
         for attribute in node.attribute:
-            branches = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-            for index, branch in enumerate(branches):
+            for index, branch in enumerate(_branches(attribute)):
                 if not branch.name:
                     branch.name = f"{node.name or node.op_type}.{attribute.name}.{index}"
                 name_subgraphs(branch)
@@ -93,6 +92,11 @@ def _read_names(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         names.update(node.input)
         for attribute in node.attribute:
-            for branch in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+            for branch in _branches(attribute):
                 names |= _read_names(branch)
     return names
+
+
+def _branches(attribute: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    """The subgraphs an attribute holds (an If's branch, a Loop's body): one, several or none."""
+    return [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
