@@ -8,12 +8,15 @@ else runs on the machine falls on all of them alike):
 - none: a stream that reads its frames and hears nothing: the cost of feeding and of the harness, which
   the other rows' "VAD" column leaves out;
 - plugin: `silero.VAD.load()`, one executor hand-off per window per stream (what sessions used before);
-- batched: voicebot/providers/silero_vad.py, windows of the same loop iteration in one ONNX call;
-- batched+Nms: the same with a tick that waits N ms for more windows.
+- batched: voicebot/providers/silero_vad.py, windows of the same loop iteration in one ONNX call, every
+  window reported as the plugin does;
+- batched+quiet: the same as sessions run it, outside speech one quiet window reported a second;
+- batched+Nms: batched with a tick that waits N ms for more windows.
 
 CPU is the process's (every thread: onnxruntime's run in workers) per stream-second of audio; loop lag is
 how late a 10 ms sleep wakes; delay is the INFERENCE_DONE events' inference_duration (window complete to
-probability known, which AgentSession subtracts from the time of speech).
+probability known, which AgentSession subtracts from the time of speech; batched+quiet's are of the windows
+it reports).
 
     .venv/bin/python -m bench.vad_cost [--seconds 30] [--streams 1 4 8] [--gather-ms 5 10]
 """
@@ -26,6 +29,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -49,7 +53,7 @@ PHRASES = (
     "What are your opening hours on Sunday?",
     "Can I leave a message for the manager, please?",
 )
-OPTIONS = {"activation_threshold": 0.5, "min_silence_duration": 0.35}
+OPTIONS: dict[str, Any] = {"activation_threshold": 0.5, "min_silence_duration": 0.35}
 
 
 async def room_audio(seconds: float) -> np.ndarray:
@@ -239,12 +243,13 @@ async def main() -> None:
     # Loaded before any clock starts: loading is not what is measured.
     systems: dict[str, vad.VAD] = {
         "none": DeafVAD(),
-        "plugin": await asyncio.to_thread(silero.VAD.load, **OPTIONS),  # type: ignore[arg-type]
-        "batched": await asyncio.to_thread(BatchedSileroVAD, **OPTIONS),
+        "plugin": await asyncio.to_thread(silero.VAD.load, **OPTIONS),
+        "batched": await asyncio.to_thread(partial(BatchedSileroVAD, every_window=True, **OPTIONS)),
+        "batched+quiet": await asyncio.to_thread(partial(BatchedSileroVAD, **OPTIONS)),
     }
     for gather_ms in args.gather_ms:
         systems[f"batched+{gather_ms:g}ms"] = await asyncio.to_thread(
-            BatchedSileroVAD, gather_s=gather_ms / 1000, **OPTIONS
+            partial(BatchedSileroVAD, gather_s=gather_ms / 1000, every_window=True, **OPTIONS)
         )
     # The machine is shared: rounds of each system in turn (each starting with another) spread what the
     # neighbours do over all of them, instead of charging one system with a busy minute.

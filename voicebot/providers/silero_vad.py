@@ -34,6 +34,8 @@ STATE_SIZE = 128
 EXP_ALPHA = 0.35
 """Smoothing of the raw probabilities, as livekit-plugins-silero applies it (its events are the reference)."""
 SLOW_INFERENCE_S = 0.2
+QUIET_REPORT_S = 1.0
+"""Outside speech, one INFERENCE_DONE this often instead of every window (see `every_window`)."""
 INT16_MAX = np.iinfo(np.int16).max
 _SR = np.array(SAMPLE_RATE, dtype=np.int64)
 
@@ -206,6 +208,7 @@ class _Options:
     max_buffered_speech: float
     activation_threshold: float
     deactivation_threshold: float
+    every_window: bool
 
 
 class BatchedSileroVAD(vad.VAD):
@@ -224,9 +227,16 @@ class BatchedSileroVAD(vad.VAD):
         activation_threshold: float = 0.5,
         deactivation_threshold: float | None = None,
         gather_s: float = 0.0,
+        every_window: bool = False,
         session: onnxruntime.InferenceSession | None = None,
     ) -> None:
-        """Options as `silero.VAD.load` takes them; `gather_s` is how long a tick waits for more windows."""
+        """Options as `silero.VAD.load` takes them; `gather_s` is how long a tick waits for more windows.
+
+        The plugin reports every window (INFERENCE_DONE, 31 a second per stream). Outside speech such a report
+        changes nothing for AgentSession once the first has told it the caller is silent: only its metrics
+        count them. So by default a quiet window is reported when it follows one that was not, and then
+        once every QUIET_REPORT_S; `every_window` reports them all, as the plugin does.
+        """
         super().__init__(capabilities=vad.VADCapabilities(update_interval=WINDOW / SAMPLE_RATE))
         if deactivation_threshold is not None and deactivation_threshold <= 0:
             raise ValueError("deactivation_threshold must be greater than 0")
@@ -237,6 +247,7 @@ class BatchedSileroVAD(vad.VAD):
             max_buffered_speech=max_buffered_speech,
             activation_threshold=activation_threshold,
             deactivation_threshold=deactivation_threshold or max(activation_threshold - 0.15, 0.01),
+            every_window=every_window,
         )
         self._batcher = WindowBatcher(session or load_session(), gather_s=gather_s)
         self._streams = weakref.WeakSet[BatchedSileroStream]()
@@ -377,6 +388,8 @@ class BatchedSileroStream(vad.VADStream):
         self._raw_silence = 0.0
         self._copy_fraction = 0.0
         self._extra_inference_time = 0.0
+        self._quiet_reported_at: float | None = None
+        """When the last INFERENCE_DONE sent was of a quiet window, its timestamp; None when it was not."""
         self._to_judge.clear()
         self._heard.clear()
         if self._resampler is not None:
@@ -446,9 +459,6 @@ class BatchedSileroStream(vad.VADStream):
         to_copy_int = int(to_copy)
         self._copy_fraction = to_copy - to_copy_int
         heard = window if self._heard is self._to_judge else self._heard.take(to_copy_int)
-        heard_frame = rtc.AudioFrame(
-            data=heard.tobytes(), sample_rate=self._input_rate, num_channels=1, samples_per_channel=len(heard)
-        )
         room = len(self._speech_buffer) - self._speech_index
         copied = min(len(heard), room)
         if copied > 0:
@@ -465,9 +475,9 @@ class BatchedSileroStream(vad.VADStream):
         else:
             self._filtered = EXP_ALPHA * self._filtered + (1 - EXP_ALPHA) * raw
         probability = self._filtered
-        self._on_probability(probability, heard_frame, time.perf_counter() - started)
+        self._on_probability(probability, heard, time.perf_counter() - started)
 
-    def _on_probability(self, probability: float, heard: rtc.AudioFrame, inference_duration: float) -> None:
+    def _on_probability(self, probability: float, heard: np.ndarray, inference_duration: float) -> None:
         """The speech state machine of livekit-plugins-silero, one window at a time."""
         opts = self._opts
         window_duration = WINDOW / SAMPLE_RATE
@@ -483,14 +493,22 @@ class BatchedSileroStream(vad.VADStream):
             self._speech_duration += window_duration
         else:
             self._silence_duration += window_duration
-        self._send(
-            vad.VADEventType.INFERENCE_DONE,
-            probability=probability,
-            inference_duration=inference_duration,
-            frames=[heard],
-            raw_accumulated_silence=self._raw_silence,
-            raw_accumulated_speech=self._raw_speech,
-        )
+        if self._should_report():
+            self._send(
+                vad.VADEventType.INFERENCE_DONE,
+                probability=probability,
+                inference_duration=inference_duration,
+                frames=[
+                    rtc.AudioFrame(
+                        data=heard.tobytes(),
+                        sample_rate=self._input_rate,
+                        num_channels=1,
+                        samples_per_channel=len(heard),
+                    )
+                ],
+                raw_accumulated_silence=self._raw_silence,
+                raw_accumulated_speech=self._raw_speech,
+            )
 
         if probability >= opts.activation_threshold or (
             self._speaking and probability > opts.deactivation_threshold
@@ -517,6 +535,18 @@ class BatchedSileroStream(vad.VADStream):
                 )
                 self._speech_duration = 0.0
                 self._keep_prefix_only()
+
+    def _should_report(self) -> bool:
+        """Whether this window's INFERENCE_DONE is sent (see BatchedSileroVAD's `every_window`)."""
+        quiet = not self._speaking and self._raw_speech == 0.0
+        if self._opts.every_window or not quiet:
+            self._quiet_reported_at = None
+            return True
+        last = self._quiet_reported_at
+        if last is not None and self._timestamp - last < QUIET_REPORT_S - 1e-9:
+            return False
+        self._quiet_reported_at = self._timestamp
+        return True
 
     def _send(
         self,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,11 +18,11 @@ from livekit.plugins import silero
 
 from tests.audio import voiced_span
 from tests.voice_client import _resample, espeak
-from voicebot.providers.silero_vad import WINDOW, BatchedSileroVAD
+from voicebot.providers.silero_vad import QUIET_REPORT_S, WINDOW, BatchedSileroVAD
 
 RATE = 16000
 FRAME_MS = 20
-OPTIONS = {"activation_threshold": 0.5, "min_silence_duration": 0.35}
+OPTIONS: dict[str, Any] = {"activation_threshold": 0.5, "min_silence_duration": 0.35}
 PROBABILITY_WITHIN = 1e-4
 
 
@@ -56,14 +58,15 @@ async def speech() -> np.ndarray:
 
 @pytest.fixture
 async def batched() -> AsyncIterator[BatchedSileroVAD]:
-    detector = await asyncio.to_thread(BatchedSileroVAD, **OPTIONS)
+    # Every window reported, as the plugin does: the reference these tests compare with.
+    detector = await asyncio.to_thread(partial(BatchedSileroVAD, every_window=True, **OPTIONS))
     yield detector
     await detector.aclose()
 
 
 @pytest.fixture(scope="module")
 def plugin() -> vad.VAD:
-    return silero.VAD.load(**OPTIONS)  # type: ignore[arg-type]
+    return silero.VAD.load(**OPTIONS)
 
 
 def frames(samples: np.ndarray, rate: int = RATE) -> list[rtc.AudioFrame]:
@@ -202,8 +205,8 @@ async def test_speech_past_max_buffered_speech_is_left_out_of_the_events_as_by_t
     speech: np.ndarray,
 ) -> None:
     options = {**OPTIONS, "max_buffered_speech": 1.0}
-    detector = await asyncio.to_thread(BatchedSileroVAD, **options)
-    reference = await hear(silero.VAD.load(**options), speech)  # type: ignore[arg-type]
+    detector = await asyncio.to_thread(partial(BatchedSileroVAD, every_window=True, **options))
+    reference = await hear(silero.VAD.load(**options), speech)
 
     heard = await hear(detector, speech)
     await detector.aclose()
@@ -238,7 +241,9 @@ async def test_a_tick_waits_for_more_windows_only_while_an_open_stream_has_none_
     speech: np.ndarray,
 ) -> None:
     gather_s = 0.2
-    detector = await asyncio.to_thread(BatchedSileroVAD, gather_s=gather_s, **OPTIONS)
+    detector = await asyncio.to_thread(
+        partial(BatchedSileroVAD, gather_s=gather_s, every_window=True, **OPTIONS)
+    )
     clip = speech[: 10 * WINDOW]
 
     # Alone, a stream's every window closes its tick: none waits.
@@ -252,3 +257,33 @@ async def test_a_tick_waits_for_more_windows_only_while_an_open_stream_has_none_
     done = vad.VADEventType.INFERENCE_DONE
     assert max(e.inference_duration for e in alone.of(done)) < gather_s / 2
     assert min(e.inference_duration for e in beside.of(done)) >= gather_s * 0.9
+
+
+async def test_outside_speech_a_quiet_window_is_reported_after_activity_and_then_once_a_second(
+    batched: BatchedSileroVAD, speech: np.ndarray
+) -> None:
+    every = await hear(batched, speech)
+    default = await asyncio.to_thread(partial(BatchedSileroVAD, **OPTIONS))
+    thinned = await hear(default, speech)
+    await default.aclose()
+
+    def quiet(event: vad.VADEvent) -> bool:
+        return not event.speaking and event.raw_accumulated_speech == 0.0
+
+    # Everything AgentSession acts on is there as before: the boundaries, and each window in or near speech.
+    assert thinned.boundaries == every.boundaries
+    done = vad.VADEventType.INFERENCE_DONE
+    loud = [e.samples_index for e in every.of(done) if not quiet(e)]
+    assert [e.samples_index for e in thinned.of(done) if not quiet(e)] == loud
+    # The caller falling silent is told at once: the first quiet window after a loud one.
+    reported = {e.samples_index for e in thinned.of(done)}
+    windows = every.of(done)
+    fell_silent = [b for a, b in itertools.pairwise(windows) if not quiet(a) and quiet(b)]
+    assert fell_silent
+    assert all(e.samples_index in reported for e in fell_silent)
+    # Then silence is still reported, a second apart.
+    sent = thinned.of(done)
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(sent) if quiet(a) and quiet(b)]
+    assert gaps
+    assert max(gaps) <= QUIET_REPORT_S + WINDOW / 16000 + 1e-9
+    assert len([e for e in sent if quiet(e)]) < len([e for e in windows if quiet(e)]) / 4
