@@ -11,7 +11,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -90,18 +90,20 @@ async def voicebot_process(
     port: int | None = None,
     log_name: str = "voicebot.log",
     config: Path | str | None = None,
+    command: Sequence[str] = ("voicebot", "serve"),
     **env: str,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m voicebot serve` against `server` on `port` (a free one when not given), with `config`
     (default: the shipped config.toml); yields the process and its base URL. Its log goes to
-    bench/results/`log_name`."""
+    bench/results/`log_name`. `command` is the module and arguments run before `--port` (another way to
+    serve voicebot, such as bench.scripted_voicebot)."""
     port = port or free_port()
     RESULTS.mkdir(parents=True, exist_ok=True)
     config_args = ["--config", str(config)] if config is not None else []
     # voicebot's own log stays beside the results, for when a number looks wrong.
     with (RESULTS / log_name).open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voicebot", "serve", *config_args, "--port", str(port),
+            sys.executable, "-m", *command, *config_args, "--port", str(port),
             cwd=ROOT, env=livekit_env(server, **env), stdout=asyncio.subprocess.PIPE, stderr=log_file,
         )  # fmt: skip
     assert process.stdout is not None
@@ -113,15 +115,19 @@ async def voicebot_process(
 
 
 @asynccontextmanager
-async def standard_worker(server: EmbeddedLiveKitServer) -> AsyncIterator[asyncio.subprocess.Process]:
-    """bench/standard_worker.py registered with `server`: prod mode, process executor, warm idle processes."""
+async def standard_worker(
+    server: EmbeddedLiveKitServer, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """bench/standard_worker.py registered with `server`: prod mode, process executor, warm idle processes;
+    `env` is added to its environment."""
     # A group of its own: livekit-agents' job processes (a forkserver and its resource tracker) outlive the
     # worker's SIGTERM, and were left running after every benchmark until the group was killed as well.
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "bench" / "standard_worker.py"),
         cwd=ROOT,
-        env=livekit_env(server),
+        # It runs as a script (livekit-agents' job processes import it by path): bench/ is importable so.
+        env=livekit_env(server, PYTHONPATH=str(ROOT), **env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         process_group=0,

@@ -2,7 +2,8 @@
 
 An AgentServer (process executor, warm idle processes: livekit-agents' production defaults) whose job
 runs the same AgentSession, with the same offline pipeline and greeting, that voicebot runs as a task.
-Started by the benchmarks with LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set.
+Started by the benchmarks with LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set; with
+BENCH_PROVIDERS=scripted it runs bench/scripted_providers.py's pipeline (hearing BENCH_TRANSCRIPT) instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from livekit.agents import Agent, AgentServer, JobContext, JobProcess
 
-from voicebot.agents.pipeline import ProviderPipelineFactory
+from bench.scripted_providers import ScriptedPipelines
+from voicebot.agents.pipeline import PipelineFactory, ProviderPipelineFactory
 from voicebot.config import load_settings
 from voicebot.sessions.session import new_agent_session
 
@@ -27,10 +29,17 @@ def prewarm(process: JobProcess) -> None:
     """Load the settings and the offline models once per worker process, before its job, as livekit
     recommends for models (loaded in the job instead, they put seconds before every greeting)."""
     settings = load_settings(CONFIG, os.environ)
-    factory = ProviderPipelineFactory(settings.providers, settings.models)
     agent = settings.agent(AGENT_ID)
     assert agent is not None, f"config.toml has no agent {AGENT_ID}"
-    asyncio.run(factory.prepare([agent]))
+    factory: PipelineFactory
+    if os.environ.get("BENCH_PROVIDERS") == "scripted":
+        scripted = ScriptedPipelines(os.environ["BENCH_TRANSCRIPT"])
+        asyncio.run(scripted.vad(agent))
+        factory = scripted
+    else:
+        offline = ProviderPipelineFactory(settings.providers, settings.models)
+        asyncio.run(offline.prepare([agent]))
+        factory = offline
     process.userdata["settings"] = settings
     process.userdata["factory"] = factory
 

@@ -150,7 +150,7 @@ def _serve(settings: Settings, *, worker: bool = False) -> int:
     from voicebot.app import create_app
 
     configure_logging(settings.logging.level, settings.logging.format)
-    return _exit_code(_run(create_app(settings), settings, worker=worker), settings)
+    return _exit_code(run_app(create_app(settings), settings, worker=worker), settings)
 
 
 def _exit_code(
@@ -186,7 +186,7 @@ def _try_line(settings: Settings) -> str:
     )
 
 
-async def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> int:
+async def run_app(app: web.Application, settings: Settings, *, worker: bool = False) -> int:
     """Serve `app` until SIGTERM or SIGINT, then stop in order: HTTP, sessions, rooms, livekit-server.
 
     A `worker` shares its port with the other workers of `serve --workers` (SO_REUSEPORT: the kernel
