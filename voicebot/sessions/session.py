@@ -45,6 +45,7 @@ from voicebot.monitoring.tracing import Tracing
 from voicebot.sessions.agent_voice import SAMPLE_RATE as VOICE_SAMPLE_RATE
 from voicebot.sessions.agent_voice import AgentVoice, caption_from_the_start
 from voicebot.sessions.nagle import server_port, turn_off_nagle
+from voicebot.sessions.unrecorded import UnrecordedAgentSession
 from voicebot.store.base import EndReason, SessionRecord, SessionState, StateStore
 from voicebot.store.transcripts import Speaker, TranscriptLine
 
@@ -527,7 +528,7 @@ def new_agent_session(
 ) -> AgentSession[None]:
     """livekit-agents' AgentSession for an agent definition: its models and turn-taking settings."""
     turn = agent.turn
-    return AgentSession(
+    return UnrecordedAgentSession(
         stt=pipeline.stt,
         llm=pipeline.llm,
         tts=pipeline.tts,

@@ -155,6 +155,20 @@ async def test_a_turn_goes_listening_thinking_speaking_listening() -> None:
     assert_played_out_once(call.speaker)
 
 
+async def test_listeners_get_every_event_while_the_session_keeps_none() -> None:
+    said = "What are your opening hours?"
+
+    async with scripted_call(AGENT, [Utterance(start_s=0.1, end_s=0.4, transcript=said)]) as call:
+        await call.wait_until_listening_after_speaking()
+        # livekit-agents' own AgentSession keeps every event it emits for a session report (its private
+        # list, read by JobContext.make_session_report); voicebot's keeps none, so a long call does not grow.
+        kept = list(call.session._recorded_events)
+
+    assert call.agent_states == ["initializing", "listening", "thinking", "speaking", "listening"]
+    assert call.items == [("agent_handoff",), ("user", said), ("assistant", HOURS.reply)]
+    assert kept == []
+
+
 async def test_an_unmatched_utterance_gets_the_fallback() -> None:
     said = "Is the weather nice today?"
 
