@@ -25,10 +25,9 @@ from livekit.agents import APIConnectOptions, stt, tts, utils
 from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from voicebot.agents.pipeline import Pipeline
+from voicebot.agents.pipeline import Pipeline, SharedVADs
 from voicebot.config import AgentDefinition
 from voicebot.providers.rules_llm import RulesLLM
-from voicebot.providers.silero_vad import BatchedSileroVAD
 
 ROUND_TRIP_S = 0.1
 """A cloud provider's time to first byte, about what Deepgram's and ElevenLabs' are from Europe."""
@@ -136,8 +135,7 @@ class ScriptedPipelines:
 
     def __init__(self, transcript: str) -> None:
         self._transcript = transcript
-        self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
-        self._vad_lock = asyncio.Lock()
+        self.vads = SharedVADs()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
@@ -146,15 +144,5 @@ class ScriptedPipelines:
             # Without meanings RulesLLM matches exact phrases and patterns: no sentence encoder loads.
             llm=RulesLLM(agent, None),
             tts=ScriptedCloudTTS(),
-            vad=await self.vad(agent),
+            vad=await self.vads.of(agent),
         )
-
-    async def vad(self, agent: AgentDefinition) -> BatchedSileroVAD:
-        """The VAD for `agent`'s turn settings, loaded (off the loop) the first time."""
-        key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
-        async with self._vad_lock:
-            if key not in self._vads:
-                self._vads[key] = await asyncio.to_thread(
-                    BatchedSileroVAD, activation_threshold=key[0], min_silence_duration=key[1]
-                )
-            return self._vads[key]

@@ -34,7 +34,7 @@ def prewarm(process: JobProcess) -> None:
     factory: PipelineFactory
     if os.environ.get("BENCH_PROVIDERS") == "scripted":
         scripted = ScriptedPipelines(os.environ["BENCH_TRANSCRIPT"])
-        asyncio.run(scripted.vad(agent))
+        asyncio.run(scripted.vads.of(agent))
         factory = scripted
     else:
         offline = ProviderPipelineFactory(settings.providers, settings.models)

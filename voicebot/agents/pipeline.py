@@ -54,6 +54,33 @@ def listened_words(agent: AgentDefinition) -> frozenset[str]:
     return frozenset(word for text in (*said, *agent.stt.keywords) for word in words(text))
 
 
+class SharedVADs:
+    """One VAD per turn setting for the whole process: each session opens its own stream on it, and the
+    streams' windows are judged together (providers/silero_vad.py)."""
+
+    def __init__(self) -> None:
+        self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
+        self._lock = asyncio.Lock()
+
+    async def of(self, agent: AgentDefinition) -> BatchedSileroVAD:
+        """The VAD for `agent`'s turn settings, loaded the first time it is asked for."""
+        key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
+        async with self._lock:
+            if key not in self._vads:
+                from voicebot.providers.silero_vad import BatchedSileroVAD
+
+                # Loading the ONNX model is CPU work: keep it off the event loop.
+                self._vads[key] = await asyncio.to_thread(
+                    BatchedSileroVAD, activation_threshold=key[0], min_silence_duration=key[1]
+                )
+            return self._vads[key]
+
+    async def aclose(self) -> None:
+        """Stop the VADs' batchers, once the sessions using them have ended."""
+        for shared in self._vads.values():
+            await shared.aclose()
+
+
 class PipelineFactory(Protocol):
     """Builds the pipeline for an agent; tests pass scripted ones."""
 
@@ -67,10 +94,7 @@ class ProviderPipelineFactory:
     def __init__(self, keys: ProviderKeys, models: ModelSettings) -> None:
         self._keys = keys
         self._models = models
-        # The VAD model is loaded once per setting and shared: each session opens its own stream on it, and
-        # the streams' windows are judged together (providers/silero_vad.py).
-        self._vads: dict[tuple[float, float], BatchedSileroVAD] = {}
-        self._vad_lock = asyncio.Lock()
+        self._vads = SharedVADs()
 
     async def build(self, agent: AgentDefinition) -> Pipeline:
         """The pipeline for one new session of `agent`."""
@@ -81,7 +105,7 @@ class ProviderPipelineFactory:
             stt=speech_to_text,
             llm=await self._llm(agent),
             tts=await self._tts(agent),
-            vad=await self._vad(agent),
+            vad=await self._vads.of(agent),
         )
 
     async def prepare(self, agents: Sequence[AgentDefinition]) -> None:
@@ -97,7 +121,7 @@ class ProviderPipelineFactory:
                 await self._tts(agent)
             if agent.llm.provider == "rules":
                 await self._rule_meanings(agent)
-            await self._vad(agent)
+            await self._vads.of(agent)
 
     async def offline_voice(self, agent: AgentDefinition) -> tts.TTS[Any] | None:
         """`agent`'s voice if it is an offline one (Piper or espeak-ng), None if it is a cloud voice."""
@@ -188,22 +212,9 @@ class ProviderPipelineFactory:
         # Loading the encoder (the first time), embedding the examples and training are CPU work.
         return await asyncio.to_thread(_meanings_of, agent.rules, agent.id)
 
-    async def _vad(self, agent: AgentDefinition) -> vad.VAD:
-        key = (agent.turn.vad_activation_threshold, agent.turn.vad_min_silence_s)
-        async with self._vad_lock:
-            if key not in self._vads:
-                from voicebot.providers.silero_vad import BatchedSileroVAD
-
-                # Loading the ONNX model is CPU work: keep it off the event loop.
-                self._vads[key] = await asyncio.to_thread(
-                    BatchedSileroVAD, activation_threshold=key[0], min_silence_duration=key[1]
-                )
-            return self._vads[key]
-
     async def aclose(self) -> None:
         """Stop the shared VADs' batchers, once the sessions using them have ended."""
-        for shared in self._vads.values():
-            await shared.aclose()
+        await self._vads.aclose()
 
 
 # The rules' meanings, one per distinct rule list for the whole process, shared by every factory and
