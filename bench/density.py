@@ -477,10 +477,11 @@ def targets(result: dict[str, Any]) -> list[str]:
         if top
         else "not measured"
     )
-    limit = 2 if result.get("providers") == "scripted" else 5
+    scripted = result.get("providers") == "scripted"
+    limit = TARGETS[f"voicebot_cpu_percent_per_session_at_most{'_scripted' if scripted else ''}"]
     return [
         "issue 14's targets (not asserted):",
-        f"  voicebot <= {limit}% of a core per session ({result.get('providers', 'offline')}): "
+        f"  voicebot <= {limit:g}% of a core per session ({result.get('providers', 'offline')}): "
         + _cell(ours, "%"),
         f"  >= 3x below the standard worker per session: {_cell(ratio, 'x')}",
         "  loop p99 < 50 ms at 6 sessions: "

@@ -16,15 +16,14 @@ bench/density.py runs voicebot with them (`python -m bench.scripted_voicebot`) a
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 from typing import Never
 
-import numpy as np
 from livekit.agents import APIConnectOptions, stt, tts, utils
 from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
+from tests.fakes import tone
 from voicebot.agents.pipeline import Pipeline, SharedVADs
 from voicebot.config import AgentDefinition
 from voicebot.providers.rules_llm import RulesLLM
@@ -37,8 +36,6 @@ ARRIVAL_SPEEDUP = 4.0
 """How much faster than real time the voice's chunks arrive."""
 SPEECH_S_PER_CHARACTER = 0.065
 """About 15 characters a second: how long a text takes to say."""
-LEVEL = 0.25
-"""Of full scale: well above the density clients' threshold for hearing the agent."""
 
 
 class ScriptedCloudSTT(stt.STT[Never]):
@@ -74,20 +71,6 @@ class ScriptedCloudSTT(stt.STT[Never]):
         )
 
 
-def spoken(text: str) -> bytes:
-    """16-bit PCM at SAMPLE_RATE for `text`: a tone as long as saying it takes, with a 10 ms fade at each
-    end (a hard edge would be a click)."""
-    samples = max(1, round(len(text) * SPEECH_S_PER_CHARACTER * SAMPLE_RATE))
-    t = np.arange(samples) / SAMPLE_RATE
-    wave = LEVEL * np.sin(2 * math.pi * 220.0 * t)
-    fade = min(samples // 2, SAMPLE_RATE // 100)
-    if fade:
-        ramp = np.linspace(0.0, 1.0, fade)
-        wave[:fade] *= ramp
-        wave[-fade:] *= ramp[::-1]
-    return (wave * 32767).astype(np.int16).tobytes()
-
-
 class ScriptedCloudTTS(tts.TTS[Never]):
     """Streams a tone for any text, one round trip after it was asked, faster than real time."""
 
@@ -121,7 +104,7 @@ class _ScriptedSpeech(tts.ChunkedStream):
             num_channels=1,
             mime_type="audio/pcm",
         )
-        audio = spoken(self.input_text)
+        audio = tone(len(self.input_text) * SPEECH_S_PER_CHARACTER, SAMPLE_RATE, frequency_hz=220.0)
         chunk = 2 * round(SAMPLE_RATE * CHUNK_S)
         await asyncio.sleep(ROUND_TRIP_S)
         for start in range(0, len(audio), chunk):

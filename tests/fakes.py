@@ -13,12 +13,12 @@ import asyncio
 import math
 import secrets
 import time
-from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Never
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, tts, utils, vad
 from livekit.agents.language import LanguageCode
@@ -43,10 +43,13 @@ class Utterance:
 
 
 def tone(duration_s: float, sample_rate: int, *, frequency_hz: float = 440.0) -> bytes:
-    """`duration_s` of a mono 16-bit sine wave: audio that is plainly not silence."""
+    """`duration_s` of a mono 16-bit sine wave: audio that is plainly not silence.
+
+    In numpy: a scripted voice makes seconds of it on the event loop (bench/scripted_providers.py)."""
     step = 2 * math.pi * frequency_hz / sample_rate
-    samples = round(duration_s * sample_rate)
-    return array("h", (round(8000 * math.sin(step * (i + 1))) for i in range(samples))).tobytes()
+    samples = np.arange(1, round(duration_s * sample_rate) + 1)
+    pcm: bytes = np.round(8000 * np.sin(step * samples)).astype(np.int16).tobytes()
+    return pcm
 
 
 def is_silent(frame: rtc.AudioFrame) -> bool:

@@ -107,8 +107,9 @@ class _Moonshine:
         if not tokenizer.is_file():
             raise ModelMissing(tokenizer, "run `make install` (models.lock installs useful-moonshine-onnx)")
         self.name = name
-        self._encoder = _session(files[0], prepacked=name not in FLOAT_WEIGHTS)
-        self._decoder = _session(files[1], prepacked=name not in FLOAT_WEIGHTS)
+        prepacked = name not in FLOAT_WEIGHTS
+        self._encoder = _session(files[0], prepacked)
+        self._decoder = _session(files[1], prepacked)
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         # present.{i}.{decoder,encoder}.{key,value} come back as next step's past_key_values.{i}...
         self._outputs = [output.name for output in self._decoder.get_outputs()]
