@@ -55,13 +55,14 @@ def word_errors(said: str, heard: str) -> int:
     return word_distance(normalised(said), normalised(heard))
 
 
-async def speech(text: str, *, sample_rate: int | None = None) -> rtc.AudioFrame:
+async def speech(text: str, *, sample_rate: int = 16000) -> rtc.AudioFrame:
+    """espeak-ng saying `text`, at the model's 16 kHz unless asked otherwise.
+
+    LiveKit's resampler dithers its int16 output (+-2 on ~44% of samples, new on each call), enough to flip a
+    word tiny is unsure of between runs; resampled here, the model gets the same audio every run."""
     samples, rate = await espeak(text)
-    if sample_rate is not None and sample_rate != rate:
-        positions = np.linspace(0, len(samples) - 1, int(len(samples) * sample_rate / rate))
-        samples = np.interp(positions, np.arange(len(samples)), samples).astype(np.int16)
-        rate = sample_rate
-    return rtc.AudioFrame(samples.tobytes(), rate, 1, len(samples))
+    samples = _resample(samples, rate, sample_rate)
+    return rtc.AudioFrame(samples.tobytes(), sample_rate, 1, len(samples))
 
 
 async def hear(stt: MoonshineSTT, frame: rtc.AudioFrame) -> str:
@@ -79,13 +80,13 @@ async def test_sentences_no_rule_lists_are_recognised_word_for_word(
     assert word_errors(sentence, heard) <= 1, heard
 
 
-# Said by espeak-ng, tiny hears "Is the office open to my remote moulding?", "When does the office open its
-# stores?" (or "When dust did off his open its slogans.": its rendering varies by a word between processes)
-# and "I'll tell you again to message to my lawyer.".
+# Said by espeak-ng at 16 kHz, tiny hears "When does the office open it stores?", "Please put me through to
+# the building department." and "This is the office open tomorrow."; resampled linearly or through the
+# spectrum, both models hear the same. Dithered by LiveKit's resampler, tiny heard the first right in one run.
 TINY_MISHEARS = [
-    "is the office open tomorrow morning",
     "when does the office open its doors",
-    "could you get a message to my lawyer",
+    "please put me through to the billing department",
+    "is the office open tomorrow",
 ]
 
 
@@ -272,9 +273,8 @@ async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishear
         agent = greeting_agent(agent_id)
         boost = agent.stt.keyword_boost
         listening = MoonshineSTT(MODELS, keywords=listened_words(agent), keyword_boost=boost, model="tiny")
-        # At 16 kHz already, so nothing resamples it: LiveKit's resampler dithers its int16 output (+-2 on
-        # ~44% of samples, new each call), and "office" sits between a boost of 1.5 and 1.75 on tiny: a
-        # dithered copy of this sentence was heard as "ruffus" even when favoured, in one run of the suite.
+        # At 16 kHz already, so nothing dithers it: "office" sits between a boost of 1.5 and 1.75 on tiny, and
+        # a dithered copy of this sentence was heard as "ruffus" even when favoured, in one run of the suite.
         samples, rate = await espeak(sentence)
         frame = as_vad_segment(_resample(samples, rate, 16000), 16000)
 
