@@ -8,7 +8,7 @@ import contextlib
 import importlib.resources
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -272,9 +272,18 @@ class BatchedSileroVAD(vad.VAD):
         """ONNX calls made and windows judged so far."""
         return self._batcher.counts
 
-    def stream(self) -> BatchedSileroStream:
-        """A stream of VAD events for the frames pushed to it."""
-        stream = BatchedSileroStream(self, self._opts, self._batcher)
+    def stream(
+        self,
+        *,
+        owner: vad.VAD | None = None,
+        on_boundary: Callable[[vad.VADEvent], None] | None = None,
+    ) -> BatchedSileroStream:
+        """A stream of VAD events for the frames pushed to it.
+
+        `owner` is the VAD its metrics are emitted on (this one unless a session's own wraps it);
+        `on_boundary` is also given each START_OF_SPEECH and END_OF_SPEECH as it is sent.
+        """
+        stream = BatchedSileroStream(owner or self, self._opts, self._batcher, on_boundary)
         self._streams.add(stream)
         return stream
 
@@ -354,10 +363,17 @@ class BatchedSileroStream(vad.VADStream):
     while the speech buffer and the events' frames keep the input's rate.
     """
 
-    def __init__(self, owner: BatchedSileroVAD, opts: _Options, batcher: WindowBatcher) -> None:
+    def __init__(
+        self,
+        owner: vad.VAD,
+        opts: _Options,
+        batcher: WindowBatcher,
+        on_boundary: Callable[[vad.VADEvent], None] | None = None,
+    ) -> None:
         super().__init__(owner)
         self._opts = opts
         self._batcher = batcher
+        self._on_boundary = on_boundary
         self._input_rate = 0
         self._resampler: rtc.AudioResampler | None = None
         self._to_judge = _Samples(4 * WINDOW)
@@ -559,21 +575,22 @@ class BatchedSileroStream(vad.VADStream):
         raw_accumulated_silence: float = 0.0,
         raw_accumulated_speech: float = 0.0,
     ) -> None:
-        self._event_ch.send_nowait(
-            vad.VADEvent(
-                type=kind,
-                samples_index=self._current_sample,
-                timestamp=self._timestamp,
-                silence_duration=self._silence_duration,
-                speech_duration=self._speech_duration if speech_duration is None else speech_duration,
-                frames=frames,
-                probability=probability,
-                inference_duration=inference_duration,
-                speaking=self._speaking,
-                raw_accumulated_silence=raw_accumulated_silence,
-                raw_accumulated_speech=raw_accumulated_speech,
-            )
+        event = vad.VADEvent(
+            type=kind,
+            samples_index=self._current_sample,
+            timestamp=self._timestamp,
+            silence_duration=self._silence_duration,
+            speech_duration=self._speech_duration if speech_duration is None else speech_duration,
+            frames=frames,
+            probability=probability,
+            inference_duration=inference_duration,
+            speaking=self._speaking,
+            raw_accumulated_silence=raw_accumulated_silence,
+            raw_accumulated_speech=raw_accumulated_speech,
         )
+        self._event_ch.send_nowait(event)
+        if self._on_boundary is not None and kind is not vad.VADEventType.INFERENCE_DONE:
+            self._on_boundary(event)
 
     def _speech(self) -> rtc.AudioFrame:
         """The speech buffer so far (prefix padding, then speech), copied."""

@@ -527,12 +527,16 @@ def new_agent_session(
     agent: AgentDefinition, pipeline: Pipeline, *, max_provider_errors: int
 ) -> AgentSession[None]:
     """livekit-agents' AgentSession for an agent definition: its models and turn-taking settings."""
+    # Here, not at the top: it loads onnxruntime, which the pipeline has loaded by now anyway.
+    from voicebot.agents.listening import session_listening
+
     turn = agent.turn
+    speech_to_text, voice_activity = session_listening(pipeline.stt, pipeline.vad)
     return UnrecordedAgentSession(
-        stt=pipeline.stt,
+        stt=speech_to_text,
         llm=pipeline.llm,
         tts=pipeline.tts,
-        vad=pipeline.vad,
+        vad=voice_activity,
         turn_handling={
             "turn_detection": "vad",
             "endpointing": {
