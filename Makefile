@@ -73,6 +73,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.piper_tts
 	$(PY) -m bench.moonshine_stt
 	$(PY) -m bench.vad_cost
+	$(PY) -m bench.listening_cost
 	$(PY) -m bench.speaking_rate_cost
 	$(PY) -m bench.line_playback_cost
 	$(PY) -m bench.rules_matching

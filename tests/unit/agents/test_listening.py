@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def recogniser() -> ScriptedSTT:
 
 
 async def listen(
-    speech_to_text: stt.STT, voice_activity: vad.VAD, samples: np.ndarray
+    speech_to_text: stt.STT[Any], voice_activity: vad.VAD, samples: np.ndarray
 ) -> tuple[list[vad.VADEvent], list[stt.SpeechEvent]]:
     """What AgentSession's audio recognition does with a caller's audio: every frame to the VAD stream and
     to the STT stream; the STT's input ends with the session, after the VAD has heard everything."""
