@@ -32,7 +32,7 @@ from livekit.agents import stt, utils, vad
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 from bench.common import write_result
-from bench.vad_cost import FRAME, FRAME_S, OPTIONS, PHASES_S, RATE, room_audio
+from bench.vad_cost import OPTIONS, PHASES_S, RATE, play, room_audio
 from voicebot.agents.listening import session_listening
 from voicebot.providers.silero_vad import BatchedSileroVAD
 
@@ -86,15 +86,12 @@ async def session(listening: Listening, shared: BatchedSileroVAD, audio: np.ndar
             pass
 
     readers = [asyncio.create_task(drain(detecting)), asyncio.create_task(drain(recognising))]
-    loop = asyncio.get_running_loop()
-    start = loop.time() + phase_s
-    for i, offset in enumerate(range(0, len(audio) - FRAME + 1, FRAME)):
-        delay = start + i * FRAME_S - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = rtc.AudioFrame(audio[offset : offset + FRAME].tobytes(), RATE, 1, FRAME)
+
+    def push(frame: rtc.AudioFrame) -> None:
         detecting.push_frame(frame)
         recognising.push_frame(frame)
+
+    await play(audio, phase_s, push)
     detecting.end_input()
     await readers[0]
     # The STT stream ends with the session, after the VAD has heard everything.

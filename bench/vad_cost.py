@@ -28,6 +28,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -141,15 +142,21 @@ class Run:
         }
 
 
-async def feed(stream: vad.VADStream, audio: np.ndarray, phase_s: float) -> None:
-    """Push `audio` in 20 ms frames at the pace it plays, on absolute deadlines so it does not drift."""
+async def play(audio: np.ndarray, phase_s: float, push: Callable[[rtc.AudioFrame], None]) -> None:
+    """Hand `audio` to `push` in 20 ms frames at the pace it plays, on absolute deadlines so it does not
+    drift, starting `phase_s` from now."""
     loop = asyncio.get_running_loop()
     start = loop.time() + phase_s
     for i, offset in enumerate(range(0, len(audio) - FRAME + 1, FRAME)):
         delay = start + i * FRAME_S - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        stream.push_frame(rtc.AudioFrame(audio[offset : offset + FRAME].tobytes(), RATE, 1, FRAME))
+        push(rtc.AudioFrame(audio[offset : offset + FRAME].tobytes(), RATE, 1, FRAME))
+
+
+async def feed(stream: vad.VADStream, audio: np.ndarray, phase_s: float) -> None:
+    """Push `audio` to `stream` as it plays, then end its input."""
+    await play(audio, phase_s, stream.push_frame)
     stream.end_input()
 
 

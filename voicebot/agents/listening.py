@@ -16,19 +16,12 @@ from livekit.agents import stt, vad
 from voicebot.providers.silero_vad import BatchedSileroVAD
 
 
-class SessionVAD(vad.VAD):
-    """One session's VAD on the process's shared batched Silero.
-
-    Its metrics are this session's alone: on the shared VAD, every session's AgentSession heard every
-    session's metrics. The speech boundaries its streams find are echoed to `echo`'s streams.
-    """
+class _OnSharedVAD(vad.VAD):
+    """A VAD named and timed as the process's shared one, for metrics and AgentSession's checks."""
 
     def __init__(self, shared: BatchedSileroVAD) -> None:
         super().__init__(capabilities=shared.capabilities)
         self._shared = shared
-        self._echoes: set[EchoStream] = set()
-        self.echo = EchoVAD(self._echoes, shared)
-        """The VAD whose streams hear this one's speech boundaries instead of judging audio themselves."""
 
     @property
     def model(self) -> str:
@@ -39,6 +32,20 @@ class SessionVAD(vad.VAD):
     def provider(self) -> str:
         """The shared VAD's provider, for metrics."""
         return self._shared.provider
+
+
+class SessionVAD(_OnSharedVAD):
+    """One session's VAD on the process's shared batched Silero.
+
+    Its metrics are this session's alone: on the shared VAD, every session's AgentSession heard every
+    session's metrics. The speech boundaries its streams find are echoed to `echo`'s streams.
+    """
+
+    def __init__(self, shared: BatchedSileroVAD) -> None:
+        super().__init__(shared)
+        self._echoes: set[EchoStream] = set()
+        self.echo = EchoVAD(self._echoes, shared)
+        """The VAD whose streams hear this one's speech boundaries instead of judging audio themselves."""
 
     @property
     def min_silence_duration(self) -> float:
@@ -54,23 +61,12 @@ class SessionVAD(vad.VAD):
             echo.hear(event)
 
 
-class EchoVAD(vad.VAD):
+class EchoVAD(_OnSharedVAD):
     """A VAD that judges nothing: its streams repeat the speech boundaries of a session's own VAD stream."""
 
     def __init__(self, listeners: set[EchoStream], shared: BatchedSileroVAD) -> None:
-        super().__init__(capabilities=shared.capabilities)
+        super().__init__(shared)
         self._listeners = listeners
-        self._shared = shared
-
-    @property
-    def model(self) -> str:
-        """The shared VAD's model name, for metrics."""
-        return self._shared.model
-
-    @property
-    def provider(self) -> str:
-        """The shared VAD's provider, for metrics."""
-        return self._shared.provider
 
     def stream(self) -> EchoStream:
         """A stream of the session's speech boundaries from now until its input ends."""
