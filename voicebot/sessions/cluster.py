@@ -349,10 +349,13 @@ class Cluster:
             return
         history = await self._store.lines(room_name) or []
         owns_room = await self._store.room(room_name) is not None
+        # The record does not say; the room does: a caller on a phone line keeps the call's gain control
+        # and is counted as a phone call in the metrics and the session list.
+        phone_call = any(p.kind == api.ParticipantInfo.Kind.SIP for p in humans)
         started = time.monotonic()
         try:
             info = await self._supervisor.ensure_running(
-                agent, room_name, owns_room=owns_room, phone_call=False, history=history
+                agent, room_name, owns_room=owns_room, phone_call=phone_call, history=history
             )
         except Exception:
             await self._store.release(room_name, self.process_id)

@@ -31,6 +31,7 @@ class Started:
     agent_id: str
     owns_room: bool
     history: tuple[TranscriptLine, ...]
+    phone_call: bool = False
 
 
 @dataclass
@@ -56,7 +57,7 @@ class FakeSessions:
         history: Sequence[TranscriptLine] = (),
     ) -> SessionInfo:
         if room_name not in self.running:
-            self.started.append(Started(room_name, agent.id, owns_room, tuple(history)))
+            self.started.append(Started(room_name, agent.id, owns_room, tuple(history), phone_call))
             self.running[room_name] = SessionInfo(
                 session_id=f"SS_{room_name}",
                 room_name=room_name,
@@ -194,6 +195,20 @@ async def test_an_orphaned_room_with_a_person_in_it_is_taken_over_with_its_histo
 
     assert world.sessions.started == [Started("room-1", "faq", True, tuple(lines))]
     assert await world.store.owner("room-1") == HERE
+
+
+async def test_an_orphaned_phone_call_is_taken_over_as_a_phone_call(world: World) -> None:
+    """Regression: a taken-over session was always started as a web one, so a phone caller lost the call's
+    gain control, and the call was counted as a web session."""
+    await orphan(world, "room-1")
+    world.livekit.rooms["room-1"] = [
+        agent("agent-old"),
+        api.ParticipantInfo(identity="sip_caller", kind=api.ParticipantInfo.Kind.SIP),
+    ]
+
+    await world.cluster.take_over_orphans()
+
+    assert world.sessions.started == [Started("room-1", "faq", False, (), phone_call=True)]
 
 
 async def test_an_orphaned_room_with_nobody_left_in_it_is_closed_as_owner_lost(world: World) -> None:
