@@ -526,9 +526,9 @@ def caller_audio(*, phone_call: bool) -> room_io.AudioInputOptions:
 
     At the rate the VAD and the offline recognisers run at: the SDK's native stream resamples once, instead
     of Silero resampling every window in Python. Automatic gain control for phone calls only: LiveKit's
-    client SDKs (the test page among them) publish microphones with WebRTC's own gain control on, so doing
-    it again here changes nothing but its cost, 120 us of the event loop per 50 ms frame (0.24% of a core a
-    session); a phone line's level comes through livekit-sip as the network left it.
+    client SDKs (the test page among them) publish microphones with WebRTC's own gain control on, so a second
+    pass here adds little but its cost, 120 us of the event loop per 50 ms frame (0.24% of a core a session);
+    a phone line's level comes through livekit-sip as the network left it.
     """
     return room_io.AudioInputOptions(sample_rate=LISTEN_SAMPLE_RATE, auto_gain_control=phone_call)
 
