@@ -349,8 +349,8 @@ class Cluster:
             return
         history = await self._store.lines(room_name) or []
         owns_room = await self._store.room(room_name) is not None
-        # The record does not say; the room does: a caller on a phone line keeps the call's gain control
-        # and is counted as a phone call in the metrics and the session list.
+        # The record does not say; the room does: a caller on a phone line is counted as a phone call in
+        # the metrics and the session list.
         phone_call = any(p.kind == api.ParticipantInfo.Kind.SIP for p in humans)
         started = time.monotonic()
         try:

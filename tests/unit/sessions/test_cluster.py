@@ -198,8 +198,8 @@ async def test_an_orphaned_room_with_a_person_in_it_is_taken_over_with_its_histo
 
 
 async def test_an_orphaned_phone_call_is_taken_over_as_a_phone_call(world: World) -> None:
-    """Regression: a taken-over session was always started as a web one, so a phone caller lost the call's
-    gain control, and the call was counted as a web session."""
+    """Regression: a taken-over session was always started as a web one, so the call was counted as a web
+    session."""
     await orphan(world, "room-1")
     world.livekit.rooms["room-1"] = [
         agent("agent-old"),
