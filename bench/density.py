@@ -477,8 +477,11 @@ def targets(result: dict[str, Any]) -> list[str]:
         if top
         else "not measured"
     )
-    scripted = result.get("providers") == "scripted"
-    limit = TARGETS[f"voicebot_cpu_percent_per_session_at_most{'_scripted' if scripted else ''}"]
+    limit = TARGETS[
+        "voicebot_cpu_percent_per_session_at_most_scripted"
+        if result.get("providers") == "scripted"
+        else "voicebot_cpu_percent_per_session_at_most"
+    ]
     return [
         "issue 14's targets (not asserted):",
         f"  voicebot <= {limit:g}% of a core per session ({result.get('providers', 'offline')}): "

@@ -24,15 +24,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Never
+from typing import Any
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import stt, utils, vad
-from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents import stt, vad
 
 from bench.common import write_result
 from bench.vad_cost import OPTIONS, PHASES_S, RATE, play, room_audio
+from tests.fakes import ScriptedSTT
 from voicebot.agents.listening import session_listening
 from voicebot.providers.silero_vad import BatchedSileroVAD
 
@@ -47,24 +47,6 @@ def livekit_adapter(speech_to_text: stt.STT[Any], shared: BatchedSileroVAD) -> t
 SYSTEMS: dict[str, Listening] = {"adapter": livekit_adapter, "echo": session_listening}
 
 
-class InstantSTT(stt.STT[Never]):
-    """Hears nothing, at once: the recogniser's own cost is not what is measured."""
-
-    def __init__(self) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
-        self.utterances = 0
-
-    async def _recognize_impl(
-        self,
-        buffer: utils.AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        self.utterances += 1
-        return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[])
-
-
 @dataclass
 class Run:
     """One system's cost for a number of sessions, summed over rounds."""
@@ -74,10 +56,20 @@ class Run:
     windows: int = 0
     utterances: int = 0
 
+    def __add__(self, other: Run) -> Run:
+        """Two rounds as one."""
+        return Run(
+            cpu_s=self.cpu_s + other.cpu_s,
+            session_s=self.session_s + other.session_s,
+            windows=self.windows + other.windows,
+            utterances=self.utterances + other.utterances,
+        )
+
 
 async def session(listening: Listening, shared: BatchedSileroVAD, audio: np.ndarray, phase_s: float) -> int:
     """One session's listening over `audio` in real time, read as AgentSession reads it; utterances heard."""
-    recogniser = InstantSTT()
+    # With no script it hears nothing, at once: the recogniser's own cost is not what is measured.
+    recogniser = ScriptedSTT([])
     speech_to_text, voice_activity = listening(recogniser, shared)
     detecting, recognising = voice_activity.stream(), speech_to_text.stream()
 
@@ -85,21 +77,23 @@ async def session(listening: Listening, shared: BatchedSileroVAD, audio: np.ndar
         async for _ in events:
             pass
 
-    readers = [asyncio.create_task(drain(detecting)), asyncio.create_task(drain(recognising))]
-
     def push(frame: rtc.AudioFrame) -> None:
         detecting.push_frame(frame)
         recognising.push_frame(frame)
 
-    await play(audio, phase_s, push)
-    detecting.end_input()
-    await readers[0]
-    # The STT stream ends with the session, after the VAD has heard everything.
-    recognising.end_input()
-    await readers[1]
-    await detecting.aclose()
-    await recognising.aclose()
-    return recogniser.utterances
+    try:
+        async with asyncio.TaskGroup() as readers:
+            heard_all = readers.create_task(drain(detecting))
+            readers.create_task(drain(recognising))
+            await play(audio, phase_s, push)
+            detecting.end_input()
+            await heard_all
+            # The STT stream ends with the session, after the VAD has heard everything.
+            recognising.end_input()
+    finally:
+        await detecting.aclose()
+        await recognising.aclose()
+    return len(recogniser.heard_s)
 
 
 async def run(listening: Listening, shared: BatchedSileroVAD, sessions: int, audio: np.ndarray) -> Run:
@@ -137,12 +131,7 @@ async def main() -> None:
         runs = {name: Run() for name in names}
         for round_, chunk in enumerate(chunks):
             for name in names[round_ % 2 :] + names[: round_ % 2]:
-                measured = await run(SYSTEMS[name], shared, sessions, chunk)
-                total = runs[name]
-                total.cpu_s += measured.cpu_s
-                total.session_s += measured.session_s
-                total.windows += measured.windows
-                total.utterances += measured.utterances
+                runs[name] = runs[name] + await run(SYSTEMS[name], shared, sessions, chunk)
         results[str(sessions)] = {}
         for name, total in runs.items():
             row = {

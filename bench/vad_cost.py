@@ -39,7 +39,7 @@ from livekit.agents import vad
 from livekit.plugins import silero
 
 from bench.common import percentile, write_result
-from tests.voice_client import _resample, espeak
+from tests.voice_client import espeak, resample
 from voicebot.providers.silero_vad import BatchedSileroVAD
 
 RATE = 16000
@@ -65,7 +65,7 @@ async def room_audio(seconds: float) -> np.ndarray:
     while total < seconds * RATE:
         samples, rate = await espeak(PHRASES[len(pieces) % len(PHRASES)])
         silence = np.zeros(int(rng.uniform(1.0, 2.0) * RATE), dtype=np.int16)
-        for piece in (silence, _resample(samples, rate, RATE)):
+        for piece in (silence, resample(samples, rate, RATE)):
             pieces.append(piece)
             total += len(piece)
     return np.concatenate(pieces)[: int(seconds * RATE)]

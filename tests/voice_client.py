@@ -46,7 +46,7 @@ async def espeak(text: str, *, voice: str = "en-us", wpm: int = 160) -> tuple[np
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16), wav.getframerate()
 
 
-def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Linear resampling, enough for a test microphone."""
     if rate == target:
         return samples
@@ -213,7 +213,7 @@ class VoiceClient:
         await self.publish_microphone()
         await asyncio.wait_for(self._subscribed.wait(), 15)
         spoken: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._speech.put_nowait((_resample(samples, sample_rate, MIC_RATE), spoken))
+        self._speech.put_nowait((resample(samples, sample_rate, MIC_RATE), spoken))
         ended = await spoken
         await asyncio.sleep(trailing_silence_s)
         return ended

@@ -14,7 +14,7 @@ from livekit.agents import stt, vad
 from livekit.agents.metrics import VADMetrics
 
 from tests.fakes import ScriptedSTT, ToneVAD, Utterance
-from tests.voice_client import _resample, espeak
+from tests.voice_client import espeak, resample
 from voicebot.agents.listening import SessionVAD, session_listening
 from voicebot.providers.silero_vad import WINDOW, BatchedSileroVAD
 
@@ -30,7 +30,7 @@ async def speech() -> np.ndarray:
     for sentence in SAID:
         samples, rate = await espeak(sentence)
         parts += [np.zeros(rate, dtype=np.int16), samples]
-    return _resample(np.concatenate([*parts, np.zeros(rate, dtype=np.int16)]), rate, RATE)
+    return resample(np.concatenate([*parts, np.zeros(rate, dtype=np.int16)]), rate, RATE)
 
 
 @pytest.fixture

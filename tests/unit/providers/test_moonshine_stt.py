@@ -18,7 +18,7 @@ from livekit.agents.metrics import STTMetrics
 from tests.audio import as_vad_segment, greeting_agent
 from tests.audio import word_errors as word_distance
 from tests.conftest import loop_ticks_while
-from tests.voice_client import _resample, espeak
+from tests.voice_client import espeak, resample
 from voicebot.agents.pipeline import listened_words
 from voicebot.config import DEFAULT_MODELS_DIR
 from voicebot.errors import ModelMissing
@@ -61,7 +61,7 @@ async def speech(text: str, *, sample_rate: int = 16000) -> rtc.AudioFrame:
     LiveKit's resampler dithers its int16 output (+-2 on ~44% of samples, new on each call), enough to flip a
     word tiny is unsure of between runs; resampled here, the model gets the same audio every run."""
     samples, rate = await espeak(text)
-    samples = _resample(samples, rate, sample_rate)
+    samples = resample(samples, rate, sample_rate)
     return rtc.AudioFrame(samples.tobytes(), sample_rate, 1, len(samples))
 
 
@@ -276,7 +276,7 @@ async def test_a_word_of_the_agents_rules_is_heard_where_the_model_alone_mishear
         # At 16 kHz already, so nothing dithers it: "office" sits between a boost of 1.5 and 1.75 on tiny, and
         # a dithered copy of this sentence was heard as "ruffus" even when favoured, in one run of the suite.
         samples, rate = await espeak(sentence)
-        frame = as_vad_segment(_resample(samples, rate, 16000), 16000)
+        frame = as_vad_segment(resample(samples, rate, 16000), 16000)
 
         alone, favoured = await hear(tiny, frame), await hear(listening, frame)
 

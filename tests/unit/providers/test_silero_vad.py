@@ -17,7 +17,7 @@ from livekit.agents import vad
 from livekit.plugins import silero
 
 from tests.audio import voiced_span
-from tests.voice_client import _resample, espeak
+from tests.voice_client import espeak, resample
 from voicebot.providers.silero_vad import QUIET_REPORT_S, WINDOW, BatchedSileroVAD
 
 RATE = 16000
@@ -53,7 +53,7 @@ async def speech() -> np.ndarray:
     first, rate = await espeak("Hello, I would like a table for two tonight.")
     second, _ = await espeak("Can I leave a message?")
     silence = np.zeros(rate, dtype=np.int16)
-    return _resample(np.concatenate([silence, first, silence, silence, second, silence]), rate, RATE)
+    return resample(np.concatenate([silence, first, silence, silence, second, silence]), rate, RATE)
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ async def test_end_of_speech_frames_hold_the_utterance_after_its_prefix_padding(
 async def test_audio_at_48k_is_resampled_for_the_model_and_kept_at_48k_in_the_events(
     batched: BatchedSileroVAD, plugin: vad.VAD, speech: np.ndarray
 ) -> None:
-    loud = _resample(speech, RATE, 48000)
+    loud = resample(speech, RATE, 48000)
 
     heard, reference = await hear(batched, loud, 48000), await hear(plugin, loud, 48000)
 
