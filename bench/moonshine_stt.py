@@ -2,8 +2,9 @@
 adds.
 
 Recognises espeak-ng speech cut to 1.5, 3 and 10 s, one at a time and two at once (two sessions' turns ending
-together), with voicebot's onnxruntime settings (one thread per recognition), each model in turn. Reads this
-process's RSS before and after loading each model (tiny first: it is the smaller).
+together), with voicebot's onnxruntime settings (one thread per recognition), each model in turn, following
+one reading at a time (beam_width 1) and three (the default). Reads this process's RSS before and after
+loading each model (tiny first: it is the smaller).
 
     .venv/bin/python -m bench.moonshine_stt [--runs 10]
 """
@@ -34,9 +35,14 @@ TEXT = (
 MB = 1024 * 1024
 
 
-def measure(model: moonshine_stt._Moonshine, audio: np.ndarray, runs: int, at_once: int) -> dict[str, Any]:
+WIDTHS = (1, 3)
+
+
+def measure(
+    model: moonshine_stt._Moonshine, audio: np.ndarray, runs: int, at_once: int, width: int
+) -> dict[str, Any]:
     """Wall ms per recognition with `at_once` running together, and CPU seconds per second of speech."""
-    model.transcribe(audio)
+    model.transcribe(audio, beam_width=width)
     wall: list[float] = []
     cpu_start = time.process_time()
     with ThreadPoolExecutor(at_once) as pool:
@@ -44,7 +50,7 @@ def measure(model: moonshine_stt._Moonshine, audio: np.ndarray, runs: int, at_on
 
             def timed(_: int) -> float:
                 started = time.perf_counter()
-                model.transcribe(audio)
+                model.transcribe(audio, beam_width=width)
                 return (time.perf_counter() - started) * 1000
 
             wall.extend(pool.map(timed, range(at_once)))
@@ -68,7 +74,7 @@ async def main() -> None:
         before = process.memory_info().rss
         model = moonshine_stt._Moonshine(name, ROOT / DEFAULT_MODELS_DIR)
         loaded = process.memory_info().rss
-        model.transcribe(speech[: int(10 * SAMPLE_RATE)])
+        model.transcribe(speech[: int(10 * SAMPLE_RATE)], beam_width=max(WIDTHS))
         warm = process.memory_info().rss
         memory[name] = added = {
             "rss_added_by_loading_mb": round((loaded - before) / MB, 1),
@@ -80,10 +86,12 @@ async def main() -> None:
         for length in LENGTHS_S:
             audio = speech[: int(length * SAMPLE_RATE)]
             for at_once in (1, 2):
-                row = measure(model, audio, args.runs, at_once)
-                results[name][f"{length}s_x{at_once}"] = row
-                print(f"{name:6} {length:5.1f} s x{at_once}: p50 {row['ms']['p50']:7.1f} ms  "
-                      f"p95 {row['ms']['p95']:7.1f} ms  {row['cpu_s_per_speech_s']:.4f} CPU-s/s")  # fmt: skip
+                for width in WIDTHS:
+                    row = measure(model, audio, args.runs, at_once, width)
+                    results[name][f"{length}s_x{at_once}_beam{width}"] = row
+                    wall, cpu = row["ms"], row["cpu_s_per_speech_s"]
+                    print(f"{name:5} beam {width} {length:5.1f} s x{at_once}: p50 {wall['p50']:7.1f} ms  "
+                          f"p95 {wall['p95']:7.1f} ms  {cpu:.4f} CPU-s/s")  # fmt: skip
     path = write_result("moonshine_stt", {"runs": args.runs, "memory": memory, "results": results})
     print(f"wrote {path}")
 

@@ -12,11 +12,12 @@ espeak-ng (a caller's robotic voice) and Piper's joe (a natural one), clean and 
 pocketsphinx listens, as it does in its pipeline, for the agent's phrases only (a JSGF grammar), so its WER on
 paraphrases says how far that grammar is from what people say.
 
-Moonshine base (the default) runs twice: favouring the agent's words (its configured keyword_boost) and with
-no boost; then Moonshine tiny with the boost.
+Moonshine base (the default) runs three times: as configured (favouring the agent's words by its
+keyword_boost, following beam_width readings at once), one reading at a time (beam_width 1), and with no
+boost; then Moonshine tiny as configured.
 
-    .venv/bin/python -m bench.offline_quality [--stt moonshine,moonshine:0,moonshine/tiny,pocketsphinx]
-        [--splits tuning]
+    .venv/bin/python -m bench.offline_quality
+        [--stt moonshine,moonshine*1,moonshine:0,moonshine/tiny,pocketsphinx] [--splits tuning]
 """
 
 from __future__ import annotations
@@ -205,11 +206,13 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
 
 def recogniser_choice(configured: ProviderChoice, spec: str) -> ProviderChoice:
     """The agent's STT settings with the recogniser --stt names: a provider, "/M" for its model M, ":B" for
-    keyword_boost B."""
+    keyword_boost B, "*W" for beam_width W."""
+    spec, _, width = spec.partition("*")
     named, _, boost = spec.partition(":")
     provider, _, model = named.partition("/")
     chosen = replace(configured, provider=provider, model=model or configured.model)
-    return replace(chosen, keyword_boost=float(boost)) if boost else chosen
+    chosen = replace(chosen, keyword_boost=float(boost)) if boost else chosen
+    return replace(chosen, beam_width=int(width)) if width else chosen
 
 
 def condition(voice: str, noisy: bool) -> str:
@@ -251,9 +254,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--stt",
-        default="moonshine,moonshine:0,moonshine/tiny,pocketsphinx",
+        default="moonshine,moonshine*1,moonshine:0,moonshine/tiny,pocketsphinx",
         help="recognisers to compare; moonshine/tiny listens with Moonshine tiny, moonshine:B with "
-        "keyword_boost B (moonshine: as configured)",
+        "keyword_boost B, moonshine*W with beam_width W (moonshine: as configured)",
     )
     parser.add_argument("--splits", default=",".join(SPLITS), help="sets of tests/data/rules_phrases.toml")
     args = parser.parse_args()

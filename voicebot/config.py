@@ -289,6 +289,9 @@ class ProviderChoice:
     """STT, Moonshine: how much likelier, in log-probability, a word of the agent's rules or `keywords` is
     made while decoding; 0 listens without favouring any word. Chosen on tests/data/rules_phrases.toml spoken
     (`python -m bench.offline_quality`): higher puts unrelated sentences on a rule's words."""
+    beam_width: int = 3
+    """STT, Moonshine: how many readings of an utterance the decoder follows at once (beam search); 1 takes
+    the likeliest token at each step (greedy). Wider hears more right and costs more CPU a turn."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +427,8 @@ PROVIDER_ENV = {
 }
 # Past this a favoured word wins over anything the model heard: a recogniser that only says the rules' words.
 MAX_KEYWORD_BOOST = 10.0
+# Past this a wider beam costs CPU a turn for nothing measured (bench/offline_quality.py).
+MAX_BEAM_WIDTH = 8
 # What [models] stt and tts may name: the offline recognisers and voices.
 OFFLINE_STT = ("moonshine", "pocketsphinx")
 # Moonshine's sizes, as an agent's stt.model names them ("" is base).
@@ -616,6 +621,8 @@ def _validate_agent(agent: AgentDefinition, where: str) -> None:
         raise ConfigError(f"{where}.stt.model", f"Moonshine comes as {' or '.join(MOONSHINE_MODELS)}")
     if not 0 <= agent.stt.keyword_boost <= MAX_KEYWORD_BOOST:
         raise ConfigError(f"{where}.stt.keyword_boost", f"must be between 0 and {MAX_KEYWORD_BOOST:g}")
+    if not 1 <= agent.stt.beam_width <= MAX_BEAM_WIDTH:
+        raise ConfigError(f"{where}.stt.beam_width", f"must be between 1 and {MAX_BEAM_WIDTH}")
     turn = agent.turn
     if not 0 < turn.vad_activation_threshold < 1:
         raise ConfigError(f"{where}.turn.vad_activation_threshold", "must be between 0 and 1")

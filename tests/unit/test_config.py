@@ -153,6 +153,20 @@ def test_voicebot_variables_override_the_rest_with_their_types() -> None:
             id="keyword-boost-past-the-models-own-scores",
         ),
         pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"beam_width": 0}}]),
+            {},
+            "agents[0].stt.beam_width",
+            "between 1 and 8",
+            id="beam-width-none",
+        ),
+        pytest.param(
+            raw(agents=[{"id": "a", "name": "x", "stt": {"beam_width": 9}}]),
+            {},
+            "agents[0].stt.beam_width",
+            "between 1 and 8",
+            id="beam-width-past-the-measured",
+        ),
+        pytest.param(
             raw(agents=[{"id": "a", "name": "x", "stt": {"provider": "moonshine", "model": "large"}}]),
             {},
             "agents[0].stt.model",

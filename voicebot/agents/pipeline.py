@@ -164,6 +164,7 @@ class ProviderPipelineFactory:
                 language=agent.language,
                 keywords=listened_words(agent),
                 keyword_boost=agent.stt.keyword_boost,
+                beam_width=agent.stt.beam_width,
                 # Empty, or with provider "auto" or "offline" naming Deepgram's model: Moonshine's default.
                 model=agent.stt.model if agent.stt.model in MOONSHINE_MODELS else DEFAULT_MODEL,
             )

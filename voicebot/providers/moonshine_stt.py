@@ -8,7 +8,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,6 @@ DEFAULT_MODEL = "base"
 FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
 """A model's encoder and decoder, under [models] dir in moonshine-<model>/, as `make models` writes them:
 tiny's quantized ones unpacked from moonshine-js, base's made from moonshine-cpp (moonshine_base.py)."""
-FLOAT_WEIGHTS = frozenset({"base"})
-"""Models whose weights `make models` stored as floats: onnxruntime's prepacking would keep a second copy of
-each per branch of the decoder (+280 MB for base) to save ~1 ms of a 12 ms step."""
 START_TOKEN = 1
 END_TOKEN = 2
 TOKENS_PER_S = 6.5
@@ -82,7 +79,7 @@ def model_files(name: str, models_dir: Path) -> tuple[Path, Path]:
     return directory / FILES[0], directory / FILES[1]
 
 
-def _session(path: Path, prepacked: bool) -> onnxruntime.InferenceSession:
+def _session(path: Path) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     # One thread per recognition: the pool bounds how many run at once, and onnxruntime's default (a
     # thread per core, per session) would have concurrent recognitions fight over the same cores.
@@ -90,8 +87,9 @@ def _session(path: Path, prepacked: bool) -> onnxruntime.InferenceSession:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    if not prepacked:
-        options.add_session_config_entry("session.disable_prepacking", "1")
+    # Weights stay prepacked for the matrix products (onnxruntime's default), though for base, stored as
+    # floats, that is a second copy (~120 MB resident): the beam's three readings decoded at once took 38-49
+    # ms a step unpacked and 16 prepacked (a single reading 14 and 12).
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -107,9 +105,8 @@ class _Moonshine:
         if not tokenizer.is_file():
             raise ModelMissing(tokenizer, "run `make install` (models.lock installs useful-moonshine-onnx)")
         self.name = name
-        prepacked = name not in FLOAT_WEIGHTS
-        self._encoder = _session(files[0], prepacked)
-        self._decoder = _session(files[1], prepacked)
+        self._encoder = _session(files[0])
+        self._decoder = _session(files[1])
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         # present.{i}.{decoder,encoder}.{key,value} come back as next step's past_key_values.{i}...
         self._outputs = [output.name for output in self._decoder.get_outputs()]
@@ -128,71 +125,131 @@ class _Moonshine:
                 self._vocabularies[key] = vocabulary_of(self._tokenizer, key[0], bonus)
             return self._vocabularies[key]
 
-    def transcribe(self, audio: np.ndarray, vocabulary: Vocabulary | None = None) -> tuple[str, float]:
-        """Text and confidence for 16 kHz mono float32 `audio`; blocks for ~25 ms a second of it."""
+    def transcribe(
+        self, audio: np.ndarray, vocabulary: Vocabulary | None = None, beam_width: int = 1
+    ) -> tuple[str, float]:
+        """Text and confidence for 16 kHz mono float32 `audio`; blocks for ~25 ms a second of it (greedy)."""
         size = int(MAX_CHUNK_S * SAMPLE_RATE)
         pieces = (audio[start : start + size] for start in range(0, len(audio), size))
         long_enough = (piece for piece in pieces if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE)
-        results = [self._piece(piece, vocabulary) for piece in long_enough]
+        results = [self._piece(piece, vocabulary, beam_width) for piece in long_enough]
         text = " ".join(text for text, _ in results if text)
         return text, min((confidence for _, confidence in results), default=0.0)
 
-    def _piece(self, audio: np.ndarray, vocabulary: Vocabulary | None) -> tuple[str, float]:
+    def _piece(self, audio: np.ndarray, vocabulary: Vocabulary | None, width: int) -> tuple[str, float]:
+        """Beam search over the decoder's tokens, `width` hypotheses at a time (1: greedy)."""
         hidden = self._encoder.run(None, {"input_values": audio[None, :]})[0]
         past: dict[str, Any] = dict.fromkeys(self._pasts, self._empty_cache)
-        token = START_TOKEN
-        tokens: list[int] = []
-        log_probability = 0.0
-        # The runs of tokens that have begun one of the vocabulary's words and may go on to finish it.
-        under_way: list[tuple[int, ...]] = []
+        beams = [_Hypothesis()]
+        ended: list[_Hypothesis] = []
         bound = math.ceil(len(audio) / SAMPLE_RATE * TOKENS_PER_S) + EXTRA_TOKENS
         for step in range(bound):
             logits, *present = self._decoder.run(
                 self._outputs,
                 {
-                    "input_ids": np.array([[token]], dtype=np.int64),
-                    "encoder_hidden_states": hidden,
+                    "input_ids": np.array([[beam.last_token] for beam in beams], dtype=np.int64),
+                    "encoder_hidden_states": np.repeat(hidden, len(beams), axis=0),
                     # The first step computes the cross-attention cache from the encoder's output; later
                     # steps reuse it and only grow the decoder's own.
                     "use_cache_branch": np.array([step > 0]),
                     **past,
                 },
             )
-            scores = logits[0, -1]
-            if step == 0 and _probability(scores, END_TOKEN) < NO_SPEECH_END_PROBABILITY:
+            scores = logits[:, -1]
+            log_probabilities = _log_softmax(scores)
+            if step == 0 and math.exp(log_probabilities[0, END_TOKEN]) < NO_SPEECH_END_PROBABILITY:
                 # Given a VAD segment with silence around the speech (Silero keeps 0.5 s before it),
                 # Moonshine often ends at once: a third of short questions came back empty. Speech it ends
                 # on at the first step had that end at 0.9 or less; noise and silence at 0.99 and more.
-                scores[END_TOKEN] = -np.inf
-            heard = scores
+                scores[:, END_TOKEN] = -np.inf
+                log_probabilities = _log_softmax(scores)
+            ranked = log_probabilities + np.array([[beam.score] for beam in beams])
             if vocabulary is not None:
-                heard = scores.copy()
-                # Once per token, even one that starts a word and continues another.
-                favoured = np.concatenate([vocabulary.continuations[run] for run in {(), *under_way}])
-                heard[favoured] += vocabulary.bonus
-            token = int(heard.argmax())
-            # The chosen token's log-probability as the model alone scored it.
-            log_probability -= float(np.log(np.exp(scores - scores[token]).sum()))
-            if token == END_TOKEN:
+                for row, beam in enumerate(beams):
+                    # Once per token, even one that starts a word and continues another.
+                    runs = {(), *beam.under_way}
+                    favoured = np.concatenate([vocabulary.continuations[run] for run in runs])
+                    ranked[row, favoured] += vocabulary.bonus
+            grown, rows, best_ends = _extend(beams, ranked, log_probabilities, vocabulary, width)
+            ended.extend(hypothesis for hypothesis in grown if hypothesis.ended)
+            beams = [hypothesis for hypothesis in grown if not hypothesis.ended]
+            # A search ends when its best hypothesis does (width 1: greedy), or when width hypotheses have.
+            if best_ends or len(ended) >= width or not beams:
                 break
-            tokens.append(token)
-            if vocabulary is not None:
-                grown = ((*run, token) for run in {(), *under_way})
-                under_way = [run for run in grown if run in vocabulary.continuations]
+            chosen = np.array(rows)
             for name, value in zip(self._pasts, present, strict=True):
-                if step == 0 or ".decoder." in name:
-                    past[name] = value
+                # The cross-attention cache is the same for every hypothesis, made at the first step.
+                past[name] = (value if step == 0 or ".decoder." in name else past[name])[chosen]
         else:
             log.info("stt_decoding_cut_short", tokens=bound, audio_s=round(len(audio) / SAMPLE_RATE, 3))
-        text: str = self._tokenizer.decode(tokens)
-        # The geometric mean of the tokens' probabilities, the end token's included.
-        return text.strip(), math.exp(log_probability / (len(tokens) + 1))
+        best = max(ended or beams, key=_per_token)
+        text: str = self._tokenizer.decode(list(best.tokens))
+        # The geometric mean of the tokens' probabilities as the model alone scored them, the end's included.
+        return text.strip(), math.exp(best.log_probability / (len(best.tokens) + 1))
 
 
-def _probability(scores: np.ndarray, token: int) -> float:
-    """The softmax probability of `token` among the decoder's scores."""
-    exponentials = np.exp(scores - scores.max())
-    return float(exponentials[token] / exponentials.sum())
+@dataclass(frozen=True)
+class _Hypothesis:
+    """One way the decoder may go on: its tokens, and the vocabulary's words it has begun and may finish."""
+
+    tokens: tuple[int, ...] = ()
+    score: float = 0.0
+    """What ranks it: the model's log-probability with the vocabulary's bonuses added."""
+    log_probability: float = 0.0
+    """The model's alone (its confidence)."""
+    under_way: tuple[tuple[int, ...], ...] = ()
+    ended: bool = False
+
+    @property
+    def last_token(self) -> int:
+        return self.tokens[-1] if self.tokens else START_TOKEN
+
+
+def _extend(
+    beams: list[_Hypothesis],
+    ranked: np.ndarray,
+    log_probabilities: np.ndarray,
+    vocabulary: Vocabulary | None,
+    width: int,
+) -> tuple[list[_Hypothesis], list[int], bool]:
+    """The best `width` hypotheses that go on and those that end among the best candidates; the row each
+    going-on one grew from; whether the best candidate of all ends."""
+    flat = ranked.ravel()
+    # An ending candidate takes no place among those that go on, so 2 x width always leaves enough.
+    count = min(2 * width, flat.size)
+    best = np.argpartition(-flat, count - 1)[:count]
+    best = best[np.argsort(-flat[best])]
+    grown: list[_Hypothesis] = []
+    rows: list[int] = []
+    tokens_per_row = ranked.shape[1]
+    for index in best:
+        if not np.isfinite(flat[index]) or len(rows) == width:
+            break
+        row, token = divmod(int(index), tokens_per_row)
+        beam = beams[row]
+        log_probability = beam.log_probability + float(log_probabilities[row, token])
+        if token == END_TOKEN:
+            grown.append(replace(beam, score=float(flat[index]), log_probability=log_probability, ended=True))
+            continue
+        under_way: tuple[tuple[int, ...], ...] = ()
+        if vocabulary is not None:
+            started = ((*run, token) for run in {(), *beam.under_way})
+            under_way = tuple(run for run in started if run in vocabulary.continuations)
+        grown.append(_Hypothesis((*beam.tokens, token), float(flat[index]), log_probability, under_way))
+        rows.append(row)
+    return grown, rows, int(best[0]) % tokens_per_row == END_TOKEN
+
+
+def _per_token(hypothesis: _Hypothesis) -> float:
+    """What the search chooses by among finished readings: its score a token, so length is no penalty."""
+    return hypothesis.score / (len(hypothesis.tokens) + 1)
+
+
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-probabilities of each row of the decoder's scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    result: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return result
 
 
 _models: dict[tuple[str, Path], _Moonshine] = {}
@@ -202,7 +259,7 @@ _pool = MeasuredPool(POOL_THREADS, "moonshine")
 
 def _model(name: str, directory: Path) -> _Moonshine:
     # Every session shares one model: it is the memory (tiny ~100 MB resident, ~160 MB once a 10 s segment
-    # has grown onnxruntime's arenas; base ~230 MB more, its weights as floats), and a session adds none.
+    # has grown onnxruntime's arenas; base ~350 MB more, its weights as floats), and a session adds none.
     with _models_lock:
         key = (name, directory.resolve())
         if key not in _models:
@@ -211,7 +268,7 @@ def _model(name: str, directory: Path) -> _Moonshine:
 
 
 def _recognise(
-    model: _Moonshine, frame: rtc.AudioFrame, vocabulary: Vocabulary | None
+    model: _Moonshine, frame: rtc.AudioFrame, vocabulary: Vocabulary | None, beam_width: int
 ) -> tuple[str, float, float]:
     """Text, confidence and seconds of speech of `frame`; CPU work for the pool's threads."""
     pcm = np.frombuffer(to_16k_mono(frame), dtype=np.int16)
@@ -222,7 +279,7 @@ def _recognise(
     speech = _around_speech(audio)
     if speech is None:
         return "", 0.0, audio_s
-    return *model.transcribe(speech, vocabulary), audio_s
+    return *model.transcribe(speech, vocabulary, beam_width), audio_s
 
 
 def _around_speech(audio: np.ndarray) -> np.ndarray | None:
@@ -254,9 +311,11 @@ class MoonshineSTT(OfflineSTT):
         keywords: Iterable[str] = (),
         keyword_boost: float = 0.0,
         model: str = DEFAULT_MODEL,
+        beam_width: int = 1,
     ) -> None:
         super().__init__(language)
         self._model = _model(model, models_dir)
+        self._beam_width = beam_width
         words = frozenset(keywords)
         favoured = keyword_boost > 0 and bool(words)
         self._vocabulary = self._model.vocabulary(words, keyword_boost) if favoured else None
@@ -274,5 +333,5 @@ class MoonshineSTT(OfflineSTT):
     async def recognise(self, frame: rtc.AudioFrame) -> tuple[str, float, float]:
         """Text, confidence and seconds of audio of one segment, from the shared pool's threads."""
         return await asyncio.get_running_loop().run_in_executor(
-            _pool, _recognise, self._model, frame, self._vocabulary
+            _pool, _recognise, self._model, frame, self._vocabulary, self._beam_width
         )

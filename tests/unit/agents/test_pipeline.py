@@ -179,6 +179,19 @@ async def test_moonshine_favours_the_words_an_agent_listens_for_as_its_boost_say
     assert unboosted._vocabulary is None
 
 
+async def test_moonshine_follows_as_many_readings_as_the_agents_beam_width(factory: Factory) -> None:
+    built = factory(MODELS)
+    by_default = with_words(ProviderChoice(provider="moonshine"))
+
+    three = (await built.build(by_default)).stt
+    one = (await built.build(replace(by_default, stt=replace(by_default.stt, beam_width=1)))).stt
+
+    assert isinstance(one, MoonshineSTT)
+    assert isinstance(three, MoonshineSTT)
+    assert (three._beam_width, one._beam_width) == (3, 1)
+    assert one._model is three._model, "one model in memory, whatever the width"
+
+
 @pytest.mark.parametrize(
     ("choice", "listens_with"),
     [

@@ -148,6 +148,7 @@ def test_every_session_shares_the_one_model(moonshine: MoonshineSTT, tiny: Moons
     assert MoonshineSTT(relative, language="en-GB", model="base")._model is moonshine._model
     assert MoonshineSTT(MODELS, model="tiny")._model is tiny._model is not moonshine._model
     assert tiny.model == "moonshine/tiny"
+    assert MoonshineSTT(MODELS, beam_width=1)._model is moonshine._model
 
 
 @pytest.mark.parametrize("size", ["base", "tiny"])
@@ -167,13 +168,15 @@ def concurrency(moonshine: MoonshineSTT, monkeypatch: pytest.MonkeyPatch) -> lis
     running, most = 0, [0]
     lock = threading.Lock()
 
-    def counted(audio: np.ndarray, vocabulary: Vocabulary | None = None) -> tuple[str, float]:
+    def counted(
+        audio: np.ndarray, vocabulary: Vocabulary | None = None, beam_width: int = 1
+    ) -> tuple[str, float]:
         nonlocal running
         with lock:
             running += 1
             most[0] = max(most[0], running)
         try:
-            return transcribe(audio, vocabulary)
+            return transcribe(audio, vocabulary, beam_width)
         finally:
             with lock:
                 running -= 1
@@ -330,3 +333,33 @@ def test_sessions_of_one_agent_share_its_vocabulary_and_no_boost_favours_nothing
     assert first._vocabulary is second._vocabulary
     assert MoonshineSTT(MODELS, keywords=words, keyword_boost=0.0)._vocabulary is None
     assert MoonshineSTT(MODELS, keyword_boost=2.0)._vocabulary is None
+
+
+# Heard by base listening for the agent's words (boost 2) one token at a time: "can you see a sound", "I'd
+# like a beater", "the network network is terrible", "are you open on bank Harley-based", "can you ask for a
+# return, my call". A beam of three keeps the readings that start less likely and end more so.
+MISHEARD_GREEDILY = [
+    ("faq", "can you sing a song"),
+    ("faq", "I'd like a pizza"),
+    ("faq", "the network at work is terrible"),
+    ("agent-123", "are you open on bank holidays"),
+    ("agent-123", "can you ask her to return my call"),
+]
+
+
+async def test_a_beam_of_readings_hears_word_for_word_what_one_reading_at_a_time_mishears() -> None:
+    greedy_errors, beam_errors = [], []
+    for agent_id, sentence in MISHEARD_GREEDILY:
+        agent = greeting_agent(agent_id)
+        words, boost = listened_words(agent), agent.stt.keyword_boost
+        greedy = MoonshineSTT(MODELS, keywords=words, keyword_boost=boost)
+        beam = MoonshineSTT(MODELS, keywords=words, keyword_boost=boost, beam_width=3)
+        samples, rate = await espeak(sentence)
+        frame = as_vad_segment(resample(samples, rate, 16000), 16000)
+
+        greedy_errors.append(word_errors(sentence, await hear(greedy, frame)))
+        beam_errors.append(word_errors(sentence, await hear(beam, frame)))
+
+    assert sum(errors > 0 for errors in greedy_errors) >= 4, greedy_errors
+    assert sum(errors == 0 for errors in beam_errors) >= 4, beam_errors
+    assert sum(beam_errors) < sum(greedy_errors)
