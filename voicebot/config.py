@@ -427,7 +427,7 @@ PROVIDER_ENV = {
 }
 # Past this a favoured word wins over anything the model heard: a recogniser that only says the rules' words.
 MAX_KEYWORD_BOOST = 10.0
-# Past this a wider beam costs CPU a turn for nothing measured (bench/offline_quality.py).
+# Widths up to 4 were measured (bench/offline_quality.py); 8 bounds the decoder's batch well past them.
 MAX_BEAM_WIDTH = 8
 # What [models] stt and tts may name: the offline recognisers and voices.
 OFFLINE_STT = ("moonshine", "pocketsphinx")

@@ -61,6 +61,15 @@ class Vocabulary:
     """For each run of tokens that begins a word (the empty run included), the tokens that may come next."""
     bonus: float
 
+    def favoured(self, under_way: tuple[tuple[int, ...], ...]) -> np.ndarray:
+        """The tokens that begin a word or go on with one of the runs `under_way`, each once."""
+        return np.concatenate([self.continuations[run] for run in {(), *under_way}])
+
+    def after(self, under_way: tuple[tuple[int, ...], ...], token: int) -> tuple[tuple[int, ...], ...]:
+        """The runs under way once `token` follows: those it begins or goes on with."""
+        grown = ((*run, token) for run in {(), *under_way})
+        return tuple(run for run in grown if run in self.continuations)
+
 
 def vocabulary_of(tokenizer: Tokenizer, words: Iterable[str], bonus: float) -> Vocabulary:
     """The vocabulary of `words`, each as said mid-sentence and as a sentence's first word."""
@@ -128,7 +137,8 @@ class _Moonshine:
     def transcribe(
         self, audio: np.ndarray, vocabulary: Vocabulary | None = None, beam_width: int = 1
     ) -> tuple[str, float]:
-        """Text and confidence for 16 kHz mono float32 `audio`; blocks for ~25 ms a second of it (greedy)."""
+        """Text and confidence for 16 kHz mono float32 `audio`, following `beam_width` readings at once;
+        blocks for ~25 ms a second of it at width 1 on a finished sentence."""
         size = int(MAX_CHUNK_S * SAMPLE_RATE)
         pieces = (audio[start : start + size] for start in range(0, len(audio), size))
         long_enough = (piece for piece in pieces if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE)
@@ -167,12 +177,9 @@ class _Moonshine:
             if vocabulary is not None:
                 for row, beam in enumerate(beams):
                     # Once per token, even one that starts a word and continues another.
-                    runs = {(), *beam.under_way}
-                    favoured = np.concatenate([vocabulary.continuations[run] for run in runs])
-                    ranked[row, favoured] += vocabulary.bonus
-            grown, rows, best_ends = _extend(beams, ranked, log_probabilities, vocabulary, width)
-            ended.extend(hypothesis for hypothesis in grown if hypothesis.ended)
-            beams = [hypothesis for hypothesis in grown if not hypothesis.ended]
+                    ranked[row, vocabulary.favoured(beam.under_way)] += vocabulary.bonus
+            beams, rows, just_ended, best_ends = _extend(beams, ranked, log_probabilities, vocabulary, width)
+            ended += just_ended
             # A search ends when its best hypothesis does (width 1: greedy), or when width hypotheses have.
             if best_ends or len(ended) >= width or not beams:
                 break
@@ -198,7 +205,6 @@ class _Hypothesis:
     log_probability: float = 0.0
     """The model's alone (its confidence)."""
     under_way: tuple[tuple[int, ...], ...] = ()
-    ended: bool = False
 
     @property
     def last_token(self) -> int:
@@ -211,9 +217,9 @@ def _extend(
     log_probabilities: np.ndarray,
     vocabulary: Vocabulary | None,
     width: int,
-) -> tuple[list[_Hypothesis], list[int], bool]:
-    """The best `width` hypotheses that go on and those that end among the best candidates; the row each
-    going-on one grew from; whether the best candidate of all ends."""
+) -> tuple[list[_Hypothesis], list[int], list[_Hypothesis], bool]:
+    """The best `width` hypotheses that go on, the row each grew from, those that end among the best
+    candidates, and whether the best candidate of all ends."""
     flat = ranked.ravel()
     # An ending candidate takes no place among those that go on, so 2 x width always leaves enough.
     count = min(2 * width, flat.size)
@@ -221,6 +227,7 @@ def _extend(
     best = best[np.argsort(-flat[best])]
     grown: list[_Hypothesis] = []
     rows: list[int] = []
+    ended: list[_Hypothesis] = []
     tokens_per_row = ranked.shape[1]
     for index in best:
         if not np.isfinite(flat[index]) or len(rows) == width:
@@ -229,15 +236,12 @@ def _extend(
         beam = beams[row]
         log_probability = beam.log_probability + float(log_probabilities[row, token])
         if token == END_TOKEN:
-            grown.append(replace(beam, score=float(flat[index]), log_probability=log_probability, ended=True))
+            ended.append(replace(beam, score=float(flat[index]), log_probability=log_probability))
             continue
-        under_way: tuple[tuple[int, ...], ...] = ()
-        if vocabulary is not None:
-            started = ((*run, token) for run in {(), *beam.under_way})
-            under_way = tuple(run for run in started if run in vocabulary.continuations)
+        under_way = vocabulary.after(beam.under_way, token) if vocabulary is not None else ()
         grown.append(_Hypothesis((*beam.tokens, token), float(flat[index]), log_probability, under_way))
         rows.append(row)
-    return grown, rows, int(best[0]) % tokens_per_row == END_TOKEN
+    return grown, rows, ended, int(best[0]) % tokens_per_row == END_TOKEN
 
 
 def _per_token(hypothesis: _Hypothesis) -> float:
