@@ -253,12 +253,13 @@ def test_the_phrase_set_says_every_paraphrase_in_other_words(shipped: dict[str, 
 # What bench/rules_matching.py measured at config.toml's thresholds, as counts: (right, wrong, unrelated that
 # got a rule). tuning chose the thresholds and the off-topic sentences (those on looking for work and finding
 # other places took its unrelated answered from 4 to 2 and changed no other set); held_out_2 and held_out_3
-# were written before anything was measured on them.
+# were written before anything was measured on them, held_out_4 before the classifier's change it measured.
 FLOORS = {
     "tuning": (142, 0, 2),
     "held_out": (37, 0, 3),
     "held_out_2": (69, 0, 2),
     "held_out_3": (52, 0, 0),
+    "held_out_4": (51, 0, 1),
 }
 
 
