@@ -80,6 +80,8 @@ class Heard:
     voice: str
     noisy: bool
     transcript: str
+    confidence: float
+    """What the recogniser said of its own transcript, 0 to 1."""
     answered: int | None
     """The index of the rule that answered; None for the fallback."""
 
@@ -106,10 +108,11 @@ async def synthesised(voice: agents_tts.TTS[Any], text: str) -> tuple[np.ndarray
     return np.frombuffer(merged.data, dtype=np.int16).copy(), merged.sample_rate
 
 
-async def transcribe(recogniser: agents_stt.STT[Any], samples: np.ndarray, rate: int) -> str:
-    """What `recogniser` hears in `samples`, with half a second of silence either side (as the VAD cuts)."""
+async def transcribe(recogniser: agents_stt.STT[Any], samples: np.ndarray, rate: int) -> tuple[str, float]:
+    """What `recogniser` hears in `samples`, with half a second of silence either side (as the VAD cuts), and
+    its confidence."""
     event = await recogniser.recognize(as_vad_segment(samples, rate))
-    return event.alternatives[0].text if event.alternatives else ""
+    return (event.alternatives[0].text, event.alternatives[0].confidence) if event.alternatives else ("", 0.0)
 
 
 def confusion(heard: Sequence[Heard]) -> dict[str, Any]:
@@ -171,9 +174,9 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
                 samples, rate = speech[(voice, case.text)]
                 for noisy in (False, True):
                     audio = with_noise(samples, NOISE_SNR_DB, seed=index) if noisy else samples
-                    transcript = await transcribe(listening.stt, audio, rate)
+                    transcript, confidence = await transcribe(listening.stt, audio, rate)
                     answered = await answered_rule(listening.llm, agent, transcript)
-                    heard.append(Heard(case, voice, noisy, transcript, answered))
+                    heard.append(Heard(case, voice, noisy, transcript, confidence, answered))
         print(f"  {name}: {len(heard)} recognitions in {time.monotonic() - started:.0f} s", flush=True)
         results[name] = {
             "seconds": round(time.monotonic() - started, 1),
@@ -190,6 +193,18 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
                 for h in heard
                 if h.answered != h.case.rule
             ],
+            # Every transcript, so a change to the rules engine can be measured on them without the speech.
+            "transcripts": [
+                {
+                    "split": h.case.split,
+                    "agent": h.case.agent_id,
+                    "said": h.case.text,
+                    "voice": condition(h.voice, h.noisy),
+                    "heard": h.transcript,
+                    "confidence": round(h.confidence, 3),
+                }
+                for h in heard
+            ],
         }
     text_only: dict[str, Any] = {}
     for split in splits:
@@ -198,7 +213,7 @@ async def run(recognisers: Sequence[str], splits: Sequence[str]) -> dict[str, An
             rules = (await pipeline(agents[case.agent_id], "pocketsphinx")).llm
             assert isinstance(rules, RulesLLM)
             answered = await answered_rule(rules, agents[case.agent_id], case.text)
-            matched.append(Heard(case, "text", False, case.text, answered))
+            matched.append(Heard(case, "text", False, case.text, 1.0, answered))
         text_only[split] = confusion(matched)
     await factory.aclose()
     return {"targets": TARGETS, "noise_snr_db": NOISE_SNR_DB, "text": text_only, "recognisers": results}

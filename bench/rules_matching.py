@@ -4,9 +4,10 @@ with their fallback, on tests/data/rules_phrases.toml; and what the sentence enc
 Prints a confusion table for the tuning set and both held-out sets side by side, with the rules' examples and
 without them (their phrases only), at each agent's configured thresholds. `--sweep` also searches the
 thresholds that reach the targets on the tuning set with the most paraphrases right (the held-out sets are
-never searched on).
+never searched on). `--transcripts` also scores what a recogniser heard, as saved by bench/offline_quality.py:
+a change to the rules engine measured on speech in seconds, without speaking and recognising it again.
 
-    .venv/bin/python -m bench.rules_matching [--sweep]
+    .venv/bin/python -m bench.rules_matching [--sweep] [--transcripts bench/results/offline_quality.json]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from tests.rules_phrases import (
     TARGET_RIGHT,
     TARGET_UNRELATED_FALLBACK,
     TARGET_WRONG,
+    Case,
     Confusion,
     Outcome,
     Scored,
@@ -189,6 +192,62 @@ def misses(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> list[di
     return found
 
 
+def heard_rows(
+    path: Path,
+    all_cases: list[Case],
+    agents: tuple[AgentDefinition, ...],
+    encoder: SentenceEncoder,
+    meanings: dict[str, RuleMeanings | None],
+) -> list[dict[str, Any]]:
+    """For each recogniser and voice in an offline_quality result, the confusion counts of its transcripts:
+    every set together and the held-out sets alone."""
+    said = {(case.agent_id, case.text): case for case in all_cases}
+    rows = []
+    for recogniser, result in json.loads(path.read_text(encoding="utf-8"))["recognisers"].items():
+        if "transcripts" not in result:
+            raise SystemExit(f"{path}: {recogniser} has no transcripts (measured before they were saved)")
+        by_voice: dict[str, list[Case]] = {}
+        stale = 0
+        for heard in result["transcripts"]:
+            case = said.get((heard["agent"], heard["said"]))
+            if case is None:
+                stale += 1
+                continue
+            by_voice.setdefault(heard["voice"], []).append(dataclasses.replace(case, text=heard["heard"]))
+        if stale:
+            print(f"{recogniser}: {stale} transcripts of sentences no longer in the phrase set left out")
+        for voice, heard_cases in by_voice.items():
+            scored = score(heard_cases, agents, encoder, meanings)
+            for sets, chosen in (
+                ("all", scored),
+                ("held-out", [i for i in scored if i.case.split != "tuning"]),
+            ):
+                rows.append(
+                    {
+                        "recogniser": recogniser,
+                        "voice": voice,
+                        "sets": sets,
+                        **as_dict(confusion(chosen, agents)),
+                    }
+                )
+    return rows
+
+
+def print_heard(rows: list[dict[str, Any]]) -> None:
+    """The transcripts' confusion table."""
+    print(
+        f"{'recogniser':<14}{'voice':<18}{'sets':<10}{'paraphrases: right':>19}{'wrong':>7}"
+        f"{'unrelated: fallback':>21}  targets"
+    )
+    for row in rows:
+        print(
+            f"{row['recogniser']:<14}{row['voice']:<18}{row['sets']:<10}{row['right']:>7}/"
+            f"{row['paraphrases']:<4}{row['right_share']:>6.1%}{row['wrong_share']:>7.1%}"
+            f"{row['unrelated_fallback']:>11}/{row['unrelated']:<4}{row['unrelated_fallback_share']:>6.1%}  "
+            f"{'met' if row['meets_targets'] else '-'}"
+        )
+
+
 def encoder_cost() -> tuple[SentenceEncoder, dict[str, Any]]:
     """The encoder, with what loading it took and what one spoken sentence costs to encode."""
     process = psutil.Process()
@@ -218,6 +277,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sweep", action="store_true", help="search thresholds on the tuning set")
+    parser.add_argument(
+        "--transcripts", type=Path, help="an offline_quality result whose transcripts to score as well"
+    )
     args = parser.parse_args()
 
     encoder, cost = encoder_cost()
@@ -238,7 +300,12 @@ def main() -> None:
         result["misses"][name] = misses(scored, agents)
         if args.sweep:
             result["sweeps"][name] = sweep(scored, agents)
+        if args.transcripts and agents is shipped:
+            result["heard"] = heard_rows(args.transcripts, all_cases, agents, encoder, meanings)
     print_table(result["tables"])
+    if "heard" in result:
+        print(f"\nwhat the recognisers heard ({args.transcripts}):")
+        print_heard(result["heard"])
     for name, best in result["sweeps"].items():
         print(f"best on tuning, {name}: {best}")
     print(f"wrote {write_result('rules_matching', result)}")

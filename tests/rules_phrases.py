@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 
 from voicebot.config import AgentDefinition, RulesMatching
-from voicebot.providers.rules_llm import Guess, RuleMeanings, accepts, match_rule, meaning_text
+from voicebot.providers.rules_llm import Guess, RuleMeanings, accepts, match_rule, meaning_text, words
 from voicebot.providers.sentence_encoder import SentenceEncoder
 
 PHRASES = Path(__file__).parent / "data" / "rules_phrases.toml"
@@ -77,7 +77,8 @@ def score(
         rules = by_id[case.agent_id].rules
         exact = match_rule(rules, case.text)
         classifier = meanings[case.agent_id]
-        guess = classifier.guess(vector) if classifier else None
+        # As RulesLLM does: nothing heard is not matched by meaning (a recogniser may hear nothing).
+        guess = classifier.guess(vector) if classifier and words(case.text) else None
         scored.append(Scored(case, rules.index(exact) if exact else None, guess))
     return scored
 
