@@ -77,6 +77,7 @@ bench: install system-packages test-system-packages livekit-server livekit-sip v
 	$(PY) -m bench.speaking_rate_cost
 	$(PY) -m bench.line_playback_cost
 	$(PY) -m bench.rules_matching
+	$(PY) -m bench.rules_methods
 	$(PY) -m bench.offline_quality
 
 check: lint typecheck

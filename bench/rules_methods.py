@@ -1,0 +1,292 @@
+"""Ways of matching a caller's words to a rule, compared on tests/data/rules_phrases.toml: the measure behind
+the rules engine's method.
+
+Every method answers an exact phrase or pattern first, as RulesLLM does; otherwise:
+
+- exact words only (what the engine did before matching by meaning);
+- fuzzy words: the rule with the phrase or example most alike word for word (difflib's ratio over the words);
+- nearest example: the rule with the phrase or example nearest in meaning (MiniLM cosine);
+- classifier: the shipped one (softmax regression over MiniLM embeddings with an off-topic class);
+- the classifier trained as well on every phrase and example of three words or more with one word left out
+  (as a recogniser drops one): tried, not shipped.
+
+Each method answers when its best rule scores at least a bar and leads the next rule (or, for the classifier,
+class) by a margin. Both are searched on the tuning set for the most paraphrases right within the targets on
+wrong answers, then measured on the held-out sets together; the classifier also at config.toml's thresholds.
+`--transcripts` measures the same on what a recogniser heard (as bench/offline_quality.py saves it).
+
+    .venv/bin/python -m bench.rules_methods [--transcripts bench/results/offline_quality_five_sets.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import ROOT, write_result
+from tests.rules_phrases import TARGET_RIGHT, TARGET_UNRELATED_FALLBACK, TARGET_WRONG, Case, cases
+from voicebot.config import AgentDefinition, Rule, load_settings
+from voicebot.providers.rules_llm import RuleMeanings, match_rule, meaning_text, words
+from voicebot.providers.sentence_encoder import SentenceEncoder, shared_encoder
+
+BARS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+MARGINS = np.round(np.arange(0.0, 0.41, 0.02), 2)
+
+
+@dataclass(frozen=True)
+class Best:
+    """A method's pick for one sentence: its best rule (None: nothing or the off-topic class), how sure it is,
+    and by how much the next rule or class trails."""
+
+    rule: int | None
+    score: float
+    margin: float
+
+
+Method = Callable[[AgentDefinition, Sequence[str]], list[Best]]
+
+
+def _rule_texts(agent: AgentDefinition) -> list[tuple[int, str]]:
+    return [
+        (index, text) for index, rule in enumerate(agent.rules) for text in (*rule.phrases, *rule.examples)
+    ]
+
+
+def _best_of(scores: dict[int, float]) -> Best:
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    if not ranked:
+        return Best(None, 0.0, 0.0)
+    runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
+    return Best(ranked[0][0], ranked[0][1], ranked[0][1] - runner_up)
+
+
+def fuzzy_words(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+    """difflib's ratio between the words said and each phrase's or example's, best per rule."""
+    known = [(index, words(text)) for index, text in _rule_texts(agent)]
+    picks = []
+    for text in texts:
+        said = words(text)
+        scores: dict[int, float] = {}
+        for index, wanted in known:
+            ratio = difflib.SequenceMatcher(None, said, wanted).ratio()
+            scores[index] = max(scores.get(index, 0.0), ratio)
+        picks.append(_best_of(scores))
+    return picks
+
+
+def nearest_example(encoder: SentenceEncoder) -> Method:
+    """The cosine to the nearest phrase or example, best per rule."""
+
+    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+        known = _rule_texts(agent)
+        examples = encoder.encode([meaning_text(text) for _, text in known])
+        similarities = encoder.encode([meaning_text(text) for text in texts]) @ examples.T
+        picks = []
+        for row in similarities:
+            scores: dict[int, float] = {}
+            for (index, _), similarity in zip(known, row, strict=True):
+                scores[index] = max(scores.get(index, -1.0), float(similarity))
+            picks.append(_best_of(scores))
+        return picks
+
+    return pick
+
+
+def classifier(encoder: SentenceEncoder, meanings: dict[str, RuleMeanings | None]) -> Method:
+    """The shipped classifier's likeliest class, its probability and its lead."""
+
+    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+        trained = meanings[agent.id]
+        assert trained is not None, "the shipped agents' rules have phrases"
+        guesses = [trained.guess(vector) for vector in encoder.encode([meaning_text(t) for t in texts])]
+        return [Best(guess.rule, guess.probability, guess.margin) for guess in guesses]
+
+    return pick
+
+
+def with_a_word_left_out(agent: AgentDefinition) -> AgentDefinition:
+    """The agent with each phrase and example of three words or more also said without each of its words."""
+
+    def shortened(rule: Rule) -> Rule:
+        said = [words(text) for text in (*rule.phrases, *rule.examples)]
+        fewer = [" ".join(w[:i] + w[i + 1 :]) for w in said if len(w) >= 3 for i in range(len(w))]
+        return dataclasses.replace(rule, examples=(*rule.examples, *fewer))
+
+    return dataclasses.replace(agent, rules=tuple(shortened(rule) for rule in agent.rules))
+
+
+def exact_only(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+    """Nothing beyond the exact phrases."""
+    return [Best(None, 0.0, 0.0) for _ in texts]
+
+
+@dataclass(frozen=True)
+class Picks:
+    """A method's picks for a list of cases, as arrays, so thresholds can be searched in bulk."""
+
+    expected: np.ndarray
+    exact: np.ndarray
+    rule: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+    ends_call: np.ndarray
+
+    def answered(self, bar: float, margin: float, end_call_bar: float | None = None) -> np.ndarray:
+        """The rule each case gets (-1: the fallback)."""
+        bars = np.where(self.ends_call, bar if end_call_bar is None else end_call_bar, bar)
+        sure = (self.rule >= 0) & (self.score >= bars) & (self.margin >= margin)
+        answered: np.ndarray = np.where(self.exact >= 0, self.exact, np.where(sure, self.rule, -1))
+        return answered
+
+    def shares(self, answered: np.ndarray, chosen: np.ndarray) -> tuple[float, float, float]:
+        """Paraphrases right, paraphrases wrong, unrelated to the fallback, among the `chosen` cases."""
+        paraphrase = chosen & (self.expected >= 0)
+        unrelated = chosen & (self.expected < 0)
+        right = np.sum(paraphrase & (answered == self.expected)) / max(int(paraphrase.sum()), 1)
+        wrong = np.sum(paraphrase & (answered >= 0) & (answered != self.expected)) / max(
+            int(paraphrase.sum()), 1
+        )
+        fallback = np.sum(unrelated & (answered < 0)) / max(int(unrelated.sum()), 1)
+        return float(right), float(wrong), float(fallback)
+
+
+def picks_of(method: Method, listed: Sequence[Case], agents: dict[str, AgentDefinition]) -> Picks:
+    """What `method` makes of every case."""
+    best: list[Best] = [Best(None, 0.0, 0.0)] * len(listed)
+    for agent_id, agent in agents.items():
+        rows = [row for row, case in enumerate(listed) if case.agent_id == agent_id]
+        for row, pick in zip(rows, method(agent, [listed[row].text for row in rows]), strict=True):
+            best[row] = pick
+
+    def exact(case: Case) -> int:
+        rules = agents[case.agent_id].rules
+        found = match_rule(rules, case.text)
+        return -1 if found is None else rules.index(found)
+
+    return Picks(
+        expected=np.array([-1 if case.rule is None else case.rule for case in listed]),
+        exact=np.array([exact(case) for case in listed]),
+        # A sentence with no words is matched by nothing, as in RulesLLM.
+        rule=np.array(
+            [-1 if b.rule is None or not words(c.text) else b.rule for b, c in zip(best, listed, strict=True)]
+        ),
+        score=np.array([b.score for b in best]),
+        margin=np.array([b.margin for b in best]),
+        ends_call=np.array(
+            [
+                b.rule is not None and agents[c.agent_id].rules[b.rule].end_call
+                for b, c in zip(best, listed, strict=True)
+            ]
+        ),
+    )
+
+
+def search(picks: Picks, tuning: np.ndarray) -> tuple[float, float]:
+    """The bar and margin with the most tuning paraphrases right within the targets on wrong answers (ties:
+    the stricter); the safest when none is within them."""
+    best: tuple[tuple[float, ...], tuple[float, float]] | None = None
+    for bar, margin in itertools.product(BARS, MARGINS):
+        right, wrong, fallback = picks.shares(picks.answered(bar, margin), tuning)
+        safe = wrong <= TARGET_WRONG and fallback >= TARGET_UNRELATED_FALLBACK
+        key = (float(safe), right if safe else fallback - wrong, float(margin), float(bar))
+        if best is None or key > best[0]:
+            best = (key, (float(bar), float(margin)))
+    assert best is not None
+    return best[1]
+
+
+def heard_cases(path: Path, listed: Sequence[Case]) -> dict[str, list[Case]]:
+    """The first recogniser's transcripts in an offline_quality result, by voice, as cases."""
+    said = {(case.agent_id, case.text): case for case in listed}
+    recognisers = json.loads(path.read_text(encoding="utf-8"))["recognisers"]
+    name, result = next(iter(recognisers.items()))
+    by_voice: dict[str, list[Case]] = {}
+    for heard in result.get("transcripts", []):
+        case = said.get((heard["agent"], heard["said"]))
+        if case is not None:
+            by_voice.setdefault(f"{name}, {heard['voice']}", []).append(
+                dataclasses.replace(case, text=heard["heard"])
+            )
+    return by_voice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--transcripts", type=Path, help="an offline_quality result with transcripts")
+    args = parser.parse_args()
+    agents = {agent.id: agent for agent in load_settings(ROOT / "config.toml", {}).agents}
+    encoder = shared_encoder()
+    meanings = {agent_id: RuleMeanings.of(agent.rules, encoder) for agent_id, agent in agents.items()}
+    left_out = {
+        agent_id: RuleMeanings.of(with_a_word_left_out(agent).rules, encoder)
+        for agent_id, agent in agents.items()
+    }
+    methods: dict[str, Method] = {
+        "exact words": exact_only,
+        "fuzzy words": fuzzy_words,
+        "nearest example": nearest_example(encoder),
+        "classifier": classifier(encoder, meanings),
+        "classifier, a word left out": classifier(encoder, left_out),
+    }
+    written = cases(list(agents.values()))
+    inputs = {"text": written, **(heard_cases(args.transcripts, written) if args.transcripts else {})}
+    configured = next(iter(agents.values())).rules_matching
+    rows: list[dict[str, Any]] = []
+    print(f"{'method':<30}{'bar':>6}{'margin':>7}  {'input':<30}{'held-out: right':>16}{'wrong':>7}", end="")
+    print(f"{'unrelated':>10}")
+    for name, method in methods.items():
+        text_picks = picks_of(method, written, agents)
+        tuning = np.array([case.split == "tuning" for case in written])
+        bar, margin = search(text_picks, tuning)
+        settings: list[tuple[str, float, float, float | None]] = [(name, bar, margin, None)]
+        if name == "classifier":
+            settings.append(
+                (
+                    "classifier (config.toml)",
+                    configured.min_probability,
+                    configured.min_margin,
+                    configured.end_call_min_probability,
+                )
+            )
+        for label, chosen_bar, chosen_margin, end_call_bar in settings:
+            for source, listed in inputs.items():
+                picks = text_picks if source == "text" else picks_of(method, listed, agents)
+                held_out = np.array([case.split != "tuning" for case in listed])
+                right, wrong, fallback = picks.shares(
+                    picks.answered(chosen_bar, chosen_margin, end_call_bar), held_out
+                )
+                rows.append(
+                    {
+                        "method": label,
+                        "bar": chosen_bar,
+                        "margin": chosen_margin,
+                        "input": source,
+                        "right": round(right, 3),
+                        "wrong": round(wrong, 3),
+                        "unrelated_fallback": round(fallback, 3),
+                        "meets_targets": right >= TARGET_RIGHT
+                        and wrong <= TARGET_WRONG
+                        and fallback >= TARGET_UNRELATED_FALLBACK,
+                    }
+                )
+                # Exact words have no bar: nothing but a phrase answers.
+                thresholds = (
+                    f"{chosen_bar:>6.2f}{chosen_margin:>7.2f}" if method is not exact_only else f"{'-':>13}"
+                )
+                print(f"{label:<30}{thresholds}  {source:<30}{right:>16.1%}{wrong:>7.1%}{fallback:>10.1%}")
+    print(f"wrote {write_result('rules_methods', {'held_out_sets': 'all but tuning', 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
