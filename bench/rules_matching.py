@@ -7,7 +7,7 @@ thresholds that reach the targets on the tuning set with the most paraphrases ri
 never searched on). `--transcripts` also scores what a recogniser heard, as saved by bench/offline_quality.py:
 a change to the rules engine measured on speech in seconds, without speaking and recognising it again.
 
-    .venv/bin/python -m bench.rules_matching [--sweep] [--transcripts bench/results/offline_quality.json]
+    .venv/bin/python -m bench.rules_matching [--sweep] [--transcripts bench/results/offline_quality_five_sets.json]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tests.rules_phrases import (
     answer,
     cases,
     confusion,
+    heard_cases,
     outcome,
     score,
 )
@@ -201,35 +201,12 @@ def heard_rows(
 ) -> list[dict[str, Any]]:
     """For each recogniser and voice in an offline_quality result, the confusion counts of its transcripts:
     every set together and the held-out sets alone."""
-    said = {(case.agent_id, case.text): case for case in all_cases}
     rows = []
-    for recogniser, result in json.loads(path.read_text(encoding="utf-8"))["recognisers"].items():
-        if "transcripts" not in result:
-            raise SystemExit(f"{path}: {recogniser} has no transcripts (measured before they were saved)")
-        by_voice: dict[str, list[Case]] = {}
-        stale = 0
-        for heard in result["transcripts"]:
-            case = said.get((heard["agent"], heard["said"]))
-            if case is None:
-                stale += 1
-                continue
-            by_voice.setdefault(heard["voice"], []).append(dataclasses.replace(case, text=heard["heard"]))
-        if stale:
-            print(f"{recogniser}: {stale} transcripts of sentences no longer in the phrase set left out")
-        for voice, heard_cases in by_voice.items():
-            scored = score(heard_cases, agents, encoder, meanings)
-            for sets, chosen in (
-                ("all", scored),
-                ("held-out", [i for i in scored if i.case.split != "tuning"]),
-            ):
-                rows.append(
-                    {
-                        "recogniser": recogniser,
-                        "voice": voice,
-                        "sets": sets,
-                        **as_dict(confusion(chosen, agents)),
-                    }
-                )
+    for (recogniser, voice), heard in heard_cases(path, all_cases).items():
+        scored = score(heard, agents, encoder, meanings)
+        for sets, chosen in (("all", scored), ("held-out", [i for i in scored if i.case.split != "tuning"])):
+            counts = as_dict(confusion(chosen, agents))
+            rows.append({"recogniser": recogniser, "voice": voice, "sets": sets, **counts})
     return rows
 
 

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import difflib
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from bench.common import ROOT, write_result
-from tests.rules_phrases import TARGET_RIGHT, TARGET_UNRELATED_FALLBACK, TARGET_WRONG, Case, cases
+from tests.rules_phrases import (
+    TARGET_RIGHT,
+    TARGET_UNRELATED_FALLBACK,
+    TARGET_WRONG,
+    Case,
+    cases,
+    heard_cases,
+)
 from voicebot.config import AgentDefinition, Rule, load_settings
 from voicebot.providers.rules_llm import RuleMeanings, match_rule, meaning_text, words
 from voicebot.providers.sentence_encoder import SentenceEncoder, shared_encoder
@@ -204,21 +210,6 @@ def search(picks: Picks, tuning: np.ndarray) -> tuple[float, float]:
     return best[1]
 
 
-def heard_cases(path: Path, listed: Sequence[Case]) -> dict[str, list[Case]]:
-    """The first recogniser's transcripts in an offline_quality result, by voice, as cases."""
-    said = {(case.agent_id, case.text): case for case in listed}
-    recognisers = json.loads(path.read_text(encoding="utf-8"))["recognisers"]
-    name, result = next(iter(recognisers.items()))
-    by_voice: dict[str, list[Case]] = {}
-    for heard in result.get("transcripts", []):
-        case = said.get((heard["agent"], heard["said"]))
-        if case is not None:
-            by_voice.setdefault(f"{name}, {heard['voice']}", []).append(
-                dataclasses.replace(case, text=heard["heard"])
-            )
-    return by_voice
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -240,7 +231,8 @@ def main() -> None:
         "classifier, a word left out": classifier(encoder, left_out),
     }
     written = cases(list(agents.values()))
-    inputs = {"text": written, **(heard_cases(args.transcripts, written) if args.transcripts else {})}
+    heard = heard_cases(args.transcripts, written) if args.transcripts else {}
+    inputs = {"text": written, **{f"{name}, {voice}": listed for (name, voice), listed in heard.items()}}
     configured = next(iter(agents.values())).rules_matching
     rows: list[dict[str, Any]] = []
     print(f"{'method':<30}{'bar':>6}{'margin':>7}  {'input':<30}{'held-out: right':>16}{'wrong':>7}", end="")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,23 @@ def cases(agents: Sequence[AgentDefinition], path: Path = PHRASES) -> list[Case]
                 rule = first_phrases.index(name)
                 found += [Case(split, agent_id, text, rule) for text in said]
             found += [Case(split, agent_id, text, None) for text in table["unrelated"]]
+    return found
+
+
+def heard_cases(path: Path, all_cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
+    """What each recogniser heard in each voice, as bench/offline_quality.py saves it, as cases whose text is
+    the transcript: by (recogniser, voice). Sentences no longer in the phrase set are left out."""
+    said = {(case.agent_id, case.text): case for case in all_cases}
+    found: dict[tuple[str, str], list[Case]] = {}
+    for recogniser, result in json.loads(path.read_text(encoding="utf-8"))["recognisers"].items():
+        if "transcripts" not in result:
+            raise ValueError(f"{path}: {recogniser} has no transcripts (measured before they were saved)")
+        for heard in result["transcripts"]:
+            case = said.get((heard["agent"], heard["said"]))
+            if case is not None:
+                found.setdefault((recogniser, heard["voice"]), []).append(
+                    dataclasses.replace(case, text=heard["heard"])
+                )
     return found
 
 
