@@ -7,7 +7,8 @@ thresholds that reach the targets on the tuning set with the most paraphrases ri
 never searched on). `--transcripts` also scores what a recogniser heard, as saved by bench/offline_quality.py:
 a change to the rules engine measured on speech in seconds, without speaking and recognising it again.
 
-    .venv/bin/python -m bench.rules_matching [--sweep] [--transcripts bench/results/offline_quality_five_sets.json]
+    .venv/bin/python -m bench.rules_matching [--sweep]
+        [--transcripts bench/results/offline_quality_five_sets.json]
 """
 
 from __future__ import annotations
