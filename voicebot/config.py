@@ -258,12 +258,12 @@ class RulesMatching:
 
     by_meaning: bool = True
     """False answers exact phrases and patterns only, as before matching by meaning existed."""
-    min_probability: float = 0.5
+    min_probability: float = 0.58
     """The likeliest rule answers only at this probability or above; below it, or when "none" is likeliest,
     the fallback does."""
-    min_margin: float = 0.05
+    min_margin: float = 0.2
     """...and only when it is this much likelier than the next class."""
-    end_call_min_probability: float = 0.6
+    end_call_min_probability: float = 0.62
     """The bar for a rule with end_call: hanging up on a misheard sentence costs more than a fallback."""
 
 

@@ -62,10 +62,24 @@ def meaning_text(text: str) -> str:
 
 
 @functools.cache
+def off_topic_topics() -> tuple[tuple[str, ...], ...]:
+    """Everyday sentences no rule answers (off_topic.txt), by topic: each run of comment lines begins one."""
+    topics: list[list[str]] = []
+    after_sentence = True
+    for line in OFF_TOPIC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            if after_sentence:
+                topics.append([])
+            after_sentence = False
+        elif line.strip():
+            topics[-1].append(line.strip())
+            after_sentence = True
+    return tuple(tuple(topic) for topic in topics if topic)
+
+
 def off_topic_sentences() -> tuple[str, ...]:
-    """Everyday sentences no rule answers: every agent's "none of the rules" class (off_topic.txt)."""
-    lines = OFF_TOPIC.read_text(encoding="utf-8").splitlines()
-    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    """Every off-topic sentence, topic after topic."""
+    return tuple(sentence for topic in off_topic_topics() for sentence in topic)
 
 
 @functools.cache
@@ -88,13 +102,18 @@ class Guess:
 @dataclass(frozen=True)
 class RuleMeanings:
     """A classifier of sentence embeddings into an agent's rules or none of them, trained on the rules'
-    phrases and examples and on the off-topic sentences (softmax regression: one weight vector per class)."""
+    phrases and examples and on the off-topic sentences (softmax regression: one weight vector per class).
+
+    "None" is a class per off-topic topic, their probabilities summed: the topics (the weather, the call
+    itself, near misses) lie far apart, and one weight vector for them all reached into the rules' own
+    sentences (a goodbye's) or left whole topics out ("please repeat that" hung up as a goodbye). Together
+    they weigh as much as one rule in training."""
 
     encoder: SentenceEncoder
     weights: npt.NDArray[np.float64]
-    """(385, classes): a column per class, the last row its bias."""
+    """(385, columns): a column per rule and per off-topic topic, the last row its bias."""
     classes: tuple[int | None, ...]
-    """The rule each column stands for; None for the off-topic class (the last)."""
+    """The rule each column stands for; None for an off-topic topic's (the last columns)."""
 
     @classmethod
     def of(cls, rules: Sequence[Rule], encoder: SentenceEncoder) -> RuleMeanings | None:
@@ -104,34 +123,45 @@ class RuleMeanings:
         if not texts:
             return None
         # Rules with digits or patterns only have no sentences to learn from: they get no class.
-        classes: tuple[int | None, ...] = (*sorted({index for index, _ in texts}), None)
-        column = {rule: position for position, rule in enumerate(classes)}
+        rules_learnt = sorted({index for index, _ in texts})
+        topics = off_topic_topics()
+        classes: tuple[int | None, ...] = (*rules_learnt, *[None] * len(topics))
+        column = {rule: position for position, rule in enumerate(rules_learnt)}
         vectors = np.vstack(
             [encoder.encode([meaning_text(text) for _, text in texts]), _off_topic_vectors(encoder)]
         )
-        labels = np.array(
-            [column[index] for index, _ in texts] + [column[None]] * len(off_topic_sentences()), dtype=np.intp
-        )
-        return cls(encoder=encoder, weights=_train(vectors, labels, len(classes)), classes=classes)
+        topic_columns = [len(rules_learnt) + topic for topic, said in enumerate(topics) for _ in said]
+        labels = np.array([column[index] for index, _ in texts] + topic_columns, dtype=np.intp)
+        shares = np.array([1.0] * len(rules_learnt) + [1.0 / len(topics)] * len(topics))
+        weights = _train(vectors, labels, shares)
+        return cls(encoder=encoder, weights=weights, classes=classes)
 
     def guess(self, sentence: Vectors) -> Guess:
-        """The likeliest class of an embedded sentence (see meaning_text)."""
+        """The likeliest class of an embedded sentence (see meaning_text): a rule, or none (its topics'
+        probabilities summed)."""
         logits = np.append(sentence * SCALE, 1.0) @ self.weights
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
+        by_column = np.exp(logits - logits.max())
+        by_column /= by_column.sum()
+        off_topic = np.array([rule is None for rule in self.classes])
+        probabilities = np.append(by_column[~off_topic], by_column[off_topic].sum())
+        candidates = [rule for rule in self.classes if rule is not None] + [None]
         order = np.argsort(-probabilities)
         best = float(probabilities[order[0]])
         return Guess(
-            rule=self.classes[order[0]], probability=best, margin=best - float(probabilities[order[1]])
+            rule=candidates[order[0]], probability=best, margin=best - float(probabilities[order[1]])
         )
 
 
-def _train(vectors: Vectors, labels: npt.NDArray[np.intp], classes: int) -> npt.NDArray[np.float64]:
-    """Softmax regression weights, each class weighted as if it had as many sentences as any other."""
-    count = len(labels)
+def _train(
+    vectors: Vectors, labels: npt.NDArray[np.intp], shares: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Softmax regression weights, each class weighted by its share as if it had as many sentences as any
+    other (share 1; an off-topic topic has a share of "none")."""
+    count, classes = len(labels), len(shares)
     features = np.hstack([vectors.astype(np.float64) * SCALE, np.ones((count, 1))])
     targets = np.eye(classes)[labels]
-    balance = (count / (classes * np.bincount(labels, minlength=classes)))[labels][:, None]
+    per_sentence = (shares / np.bincount(labels, minlength=classes))[labels]
+    balance = (per_sentence * count / per_sentence.sum())[:, None]
     decay = np.full((features.shape[1], 1), DECAY)
     decay[-1] = 0.0  # the bias is not decayed
     weights = np.zeros((features.shape[1], classes))
