@@ -32,6 +32,7 @@ from tests.rules_phrases import (
     Case,
     Confusion,
     Outcome,
+    Picks,
     Scored,
     answer,
     cases,
@@ -108,37 +109,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str, Any] | None:
     """The thresholds that meet the targets on the tuning set with the most paraphrases right; ties go to
     the stricter setting (a higher end_call bar, a wider margin, a higher bar). None when none meets them."""
-    tuning = [item for item in scored if item.case.split == "tuning"]
-    by_id = {agent.id: agent for agent in agents}
-    # answer() as arrays, so the grid's ~50 000 settings take seconds.
-    exact = np.array([-1 if item.exact is None else item.exact for item in tuning])
-    guessed = np.array(
-        [-1 if item.guess is None or item.guess.rule is None else item.guess.rule for item in tuning]
-    )
-    probability = np.array([item.guess.probability if item.guess else -1.0 for item in tuning])
-    margin = np.array([item.guess.margin if item.guess else -1.0 for item in tuning])
-    ends = np.array(
-        [
-            item.guess is not None
-            and item.guess.rule is not None
-            and by_id[item.case.agent_id].rules[item.guess.rule].end_call
-            for item in tuning
-        ]
-    )
-    expected = np.array([-1 if item.case.rule is None else item.case.rule for item in tuning])
-    paraphrase = expected >= 0
-    paraphrases = int(paraphrase.sum())
-    unrelated_allowed = (1 - TARGET_UNRELATED_FALLBACK) * int((~paraphrase).sum())
+    picks = Picks.of([item for item in scored if item.case.split == "tuning"], agents)
+    everything = np.ones(len(picks.expected), dtype=bool)
+    paraphrases, *_, unrelated, _ = picks.counts(picks.answered(0.0, 0.0), everything)
+    unrelated_allowed = (1 - TARGET_UNRELATED_FALLBACK) * unrelated
     grid = np.round(np.arange(0.20, 0.96, 0.02), 2)
     best: tuple[tuple[float, ...], dict[str, Any]] | None = None
     for bar, min_margin, end_bar in itertools.product(grid, np.round(np.arange(0.0, 0.41, 0.05), 2), grid):
         if end_bar < bar:
             continue
-        accepted = (guessed >= 0) & (probability >= np.where(ends, end_bar, bar)) & (margin >= min_margin)
-        answered = np.where(exact >= 0, exact, np.where(accepted, guessed, -1))
-        right = int(np.sum(paraphrase & (answered == expected)))
-        wrong = int(np.sum(paraphrase & (answered >= 0) & (answered != expected)))
-        unrelated_wrong = int(np.sum(~paraphrase & (answered >= 0)))
+        _, right, wrong, _, unrelated_wrong = picks.counts(
+            picks.answered(bar, min_margin, end_bar), everything
+        )
         # Within the targets on wrong answers (or, failing them, as near as possible) the most right.
         safe = bool(wrong <= TARGET_WRONG * paraphrases and unrelated_wrong <= unrelated_allowed)
         meets = safe and right >= TARGET_RIGHT * paraphrases
@@ -161,7 +143,7 @@ def sweep(scored: list[Scored], agents: tuple[AgentDefinition, ...]) -> dict[str
                     "right": right,
                     "fallback": paraphrases - right - wrong,
                     "wrong": wrong,
-                    "unrelated_fallback": int((~paraphrase).sum()) - unrelated_wrong,
+                    "unrelated_fallback": unrelated - unrelated_wrong,
                     "unrelated_wrong": unrelated_wrong,
                 },
             )

@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +36,23 @@ from tests.rules_phrases import (
     TARGET_UNRELATED_FALLBACK,
     TARGET_WRONG,
     Case,
+    Picks,
+    Scored,
     cases,
     heard_cases,
+    scored_case,
 )
 from voicebot.config import AgentDefinition, Rule, load_settings
-from voicebot.providers.rules_llm import RuleMeanings, match_rule, meaning_text, words
+from voicebot.providers.rules_llm import Guess, RuleMeanings, meaning_text, words
 from voicebot.providers.sentence_encoder import SentenceEncoder, shared_encoder
 
 BARS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 MARGINS = np.round(np.arange(0.0, 0.41, 0.02), 2)
 
 
-@dataclass(frozen=True)
-class Best:
-    """A method's pick for one sentence: its best rule (None: nothing or the off-topic class), how sure it is,
-    and by how much the next rule or class trails."""
-
-    rule: int | None
-    score: float
-    margin: float
-
-
-Method = Callable[[AgentDefinition, Sequence[str]], list[Best]]
+# A method's pick for each sentence, as the classifier's Guess: its best rule (None: nothing, or the
+# off-topic class), how sure it is (a similarity for the methods that have no probability) and its lead.
+Method = Callable[[AgentDefinition, Sequence[str]], list[Guess]]
 
 
 def _rule_texts(agent: AgentDefinition) -> list[tuple[int, str]]:
@@ -67,15 +61,15 @@ def _rule_texts(agent: AgentDefinition) -> list[tuple[int, str]]:
     ]
 
 
-def _best_of(scores: dict[int, float]) -> Best:
+def _best_of(scores: dict[int, float]) -> Guess:
     ranked = sorted(scores.items(), key=lambda item: -item[1])
     if not ranked:
-        return Best(None, 0.0, 0.0)
+        return Guess(None, 0.0, 0.0)
     runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-    return Best(ranked[0][0], ranked[0][1], ranked[0][1] - runner_up)
+    return Guess(ranked[0][0], ranked[0][1], ranked[0][1] - runner_up)
 
 
-def fuzzy_words(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+def fuzzy_words(agent: AgentDefinition, texts: Sequence[str]) -> list[Guess]:
     """difflib's ratio between the words said and each phrase's or example's, best per rule."""
     known = [(index, words(text)) for index, text in _rule_texts(agent)]
     picks = []
@@ -92,7 +86,7 @@ def fuzzy_words(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
 def nearest_example(encoder: SentenceEncoder) -> Method:
     """The cosine to the nearest phrase or example, best per rule."""
 
-    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Guess]:
         known = _rule_texts(agent)
         examples = encoder.encode([meaning_text(text) for _, text in known])
         similarities = encoder.encode([meaning_text(text) for text in texts]) @ examples.T
@@ -110,11 +104,10 @@ def nearest_example(encoder: SentenceEncoder) -> Method:
 def classifier(encoder: SentenceEncoder, meanings: dict[str, RuleMeanings | None]) -> Method:
     """The shipped classifier's likeliest class, its probability and its lead."""
 
-    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+    def pick(agent: AgentDefinition, texts: Sequence[str]) -> list[Guess]:
         trained = meanings[agent.id]
         assert trained is not None, "the shipped agents' rules have phrases"
-        guesses = [trained.guess(vector) for vector in encoder.encode([meaning_text(t) for t in texts])]
-        return [Best(guess.rule, guess.probability, guess.margin) for guess in guesses]
+        return [trained.guess(vector) for vector in encoder.encode([meaning_text(t) for t in texts])]
 
     return pick
 
@@ -130,70 +123,25 @@ def with_a_word_left_out(agent: AgentDefinition) -> AgentDefinition:
     return dataclasses.replace(agent, rules=tuple(shortened(rule) for rule in agent.rules))
 
 
-def exact_only(agent: AgentDefinition, texts: Sequence[str]) -> list[Best]:
+def exact_only(agent: AgentDefinition, texts: Sequence[str]) -> list[Guess]:
     """Nothing beyond the exact phrases."""
-    return [Best(None, 0.0, 0.0) for _ in texts]
-
-
-@dataclass(frozen=True)
-class Picks:
-    """A method's picks for a list of cases, as arrays, so thresholds can be searched in bulk."""
-
-    expected: np.ndarray
-    exact: np.ndarray
-    rule: np.ndarray
-    score: np.ndarray
-    margin: np.ndarray
-    ends_call: np.ndarray
-
-    def answered(self, bar: float, margin: float, end_call_bar: float | None = None) -> np.ndarray:
-        """The rule each case gets (-1: the fallback)."""
-        bars = np.where(self.ends_call, bar if end_call_bar is None else end_call_bar, bar)
-        sure = (self.rule >= 0) & (self.score >= bars) & (self.margin >= margin)
-        answered: np.ndarray = np.where(self.exact >= 0, self.exact, np.where(sure, self.rule, -1))
-        return answered
-
-    def shares(self, answered: np.ndarray, chosen: np.ndarray) -> tuple[float, float, float]:
-        """Paraphrases right, paraphrases wrong, unrelated to the fallback, among the `chosen` cases."""
-        paraphrase = chosen & (self.expected >= 0)
-        unrelated = chosen & (self.expected < 0)
-        right = np.sum(paraphrase & (answered == self.expected)) / max(int(paraphrase.sum()), 1)
-        wrong = np.sum(paraphrase & (answered >= 0) & (answered != self.expected)) / max(
-            int(paraphrase.sum()), 1
-        )
-        fallback = np.sum(unrelated & (answered < 0)) / max(int(unrelated.sum()), 1)
-        return float(right), float(wrong), float(fallback)
+    return [Guess(None, 0.0, 0.0) for _ in texts]
 
 
 def picks_of(method: Method, listed: Sequence[Case], agents: dict[str, AgentDefinition]) -> Picks:
     """What `method` makes of every case."""
-    best: list[Best] = [Best(None, 0.0, 0.0)] * len(listed)
+    scored: list[Scored | None] = [None] * len(listed)
     for agent_id, agent in agents.items():
         rows = [row for row, case in enumerate(listed) if case.agent_id == agent_id]
-        for row, pick in zip(rows, method(agent, [listed[row].text for row in rows]), strict=True):
-            best[row] = pick
+        for row, guess in zip(rows, method(agent, [listed[row].text for row in rows]), strict=True):
+            scored[row] = scored_case(listed[row], agent, guess)
+    return Picks.of([item for item in scored if item is not None], list(agents.values()))
 
-    def exact(case: Case) -> int:
-        rules = agents[case.agent_id].rules
-        found = match_rule(rules, case.text)
-        return -1 if found is None else rules.index(found)
 
-    return Picks(
-        expected=np.array([-1 if case.rule is None else case.rule for case in listed]),
-        exact=np.array([exact(case) for case in listed]),
-        # A sentence with no words is matched by nothing, as in RulesLLM.
-        rule=np.array(
-            [-1 if b.rule is None or not words(c.text) else b.rule for b, c in zip(best, listed, strict=True)]
-        ),
-        score=np.array([b.score for b in best]),
-        margin=np.array([b.margin for b in best]),
-        ends_call=np.array(
-            [
-                b.rule is not None and agents[c.agent_id].rules[b.rule].end_call
-                for b, c in zip(best, listed, strict=True)
-            ]
-        ),
-    )
+def shares(picks: Picks, answered: np.ndarray, chosen: np.ndarray) -> tuple[float, float, float]:
+    """Paraphrases right, paraphrases wrong, unrelated to the fallback, among the `chosen` cases."""
+    paraphrases, right, wrong, unrelated, on_a_rule = picks.counts(answered, chosen)
+    return right / max(paraphrases, 1), wrong / max(paraphrases, 1), 1 - on_a_rule / max(unrelated, 1)
 
 
 def search(picks: Picks, tuning: np.ndarray) -> tuple[float, float]:
@@ -201,7 +149,7 @@ def search(picks: Picks, tuning: np.ndarray) -> tuple[float, float]:
     the stricter); the safest when none is within them."""
     best: tuple[tuple[float, ...], tuple[float, float]] | None = None
     for bar, margin in itertools.product(BARS, MARGINS):
-        right, wrong, fallback = picks.shares(picks.answered(bar, margin), tuning)
+        right, wrong, fallback = shares(picks, picks.answered(bar, margin), tuning)
         safe = wrong <= TARGET_WRONG and fallback >= TARGET_UNRELATED_FALLBACK
         key = (float(safe), right if safe else fallback - wrong, float(margin), float(bar))
         if best is None or key > best[0]:
@@ -255,9 +203,8 @@ def main() -> None:
             for source, listed in inputs.items():
                 picks = text_picks if source == "text" else picks_of(method, listed, agents)
                 held_out = np.array([case.split != "tuning" for case in listed])
-                right, wrong, fallback = picks.shares(
-                    picks.answered(chosen_bar, chosen_margin, end_call_bar), held_out
-                )
+                answered = picks.answered(chosen_bar, chosen_margin, end_call_bar)
+                right, wrong, fallback = shares(picks, answered, held_out)
                 rows.append(
                     {
                         "method": label,

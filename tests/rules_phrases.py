@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from voicebot.config import AgentDefinition, RulesMatching
 from voicebot.providers.rules_llm import Guess, RuleMeanings, accepts, match_rule, meaning_text, words
 from voicebot.providers.sentence_encoder import SentenceEncoder
@@ -93,13 +96,68 @@ def score(
     vectors = encoder.encode([meaning_text(case.text) for case in listed])
     scored = []
     for case, vector in zip(listed, vectors, strict=True):
-        rules = by_id[case.agent_id].rules
-        exact = match_rule(rules, case.text)
         classifier = meanings[case.agent_id]
-        # As RulesLLM does: nothing heard is not matched by meaning (a recogniser may hear nothing).
-        guess = classifier.guess(vector) if classifier and words(case.text) else None
-        scored.append(Scored(case, rules.index(exact) if exact else None, guess))
+        scored.append(
+            scored_case(case, by_id[case.agent_id], classifier.guess(vector) if classifier else None)
+        )
     return scored
+
+
+def scored_case(case: Case, agent: AgentDefinition, guess: Guess | None) -> Scored:
+    """`case` with its exact match in `agent`'s rules, and `guess` as a matcher by meaning made it."""
+    exact = match_rule(agent.rules, case.text)
+    # As RulesLLM does: nothing heard is not matched by meaning (a recogniser may hear nothing).
+    return Scored(case, agent.rules.index(exact) if exact else None, guess if words(case.text) else None)
+
+
+@dataclass(frozen=True)
+class Picks:
+    """Scored cases as arrays, so that thresholds can be searched in bulk (answer() for each at once)."""
+
+    expected: npt.NDArray[np.intp]
+    exact: npt.NDArray[np.intp]
+    rule: npt.NDArray[np.intp]
+    score: npt.NDArray[np.float64]
+    margin: npt.NDArray[np.float64]
+    ends_call: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, scored: Sequence[Scored], agents: Sequence[AgentDefinition]) -> Picks:
+        """The arrays of `scored` (-1: no rule)."""
+        by_id = {agent.id: agent for agent in agents}
+
+        def rule(item: Scored) -> int:
+            return -1 if item.guess is None or item.guess.rule is None else item.guess.rule
+
+        return cls(
+            expected=np.array([-1 if item.case.rule is None else item.case.rule for item in scored]),
+            exact=np.array([-1 if item.exact is None else item.exact for item in scored]),
+            rule=np.array([rule(item) for item in scored]),
+            score=np.array([item.guess.probability if item.guess else -1.0 for item in scored]),
+            margin=np.array([item.guess.margin if item.guess else -1.0 for item in scored]),
+            ends_call=np.array(
+                [rule(item) >= 0 and by_id[item.case.agent_id].rules[rule(item)].end_call for item in scored]
+            ),
+        )
+
+    def answered(self, bar: float, margin: float, end_call_bar: float | None = None) -> npt.NDArray[np.intp]:
+        """The rule each case gets (-1: the fallback)."""
+        bars = np.where(self.ends_call, bar if end_call_bar is None else end_call_bar, bar)
+        sure = (self.rule >= 0) & (self.score >= bars) & (self.margin >= margin)
+        answered: npt.NDArray[np.intp] = np.where(self.exact >= 0, self.exact, np.where(sure, self.rule, -1))
+        return answered
+
+    def counts(self, answered: npt.NDArray[np.intp], chosen: npt.NDArray[np.bool_]) -> tuple[int, ...]:
+        """Among the `chosen` cases: paraphrases, those right, those wrong; unrelated, those on a rule."""
+        paraphrase = chosen & (self.expected >= 0)
+        unrelated = chosen & (self.expected < 0)
+        return (
+            int(paraphrase.sum()),
+            int(np.sum(paraphrase & (answered == self.expected))),
+            int(np.sum(paraphrase & (answered >= 0) & (answered != self.expected))),
+            int(unrelated.sum()),
+            int(np.sum(unrelated & (answered >= 0))),
+        )
 
 
 def answer(scored: Scored, agent: AgentDefinition, matching: RulesMatching) -> int | None:

@@ -64,16 +64,14 @@ def meaning_text(text: str) -> str:
 @functools.cache
 def off_topic_topics() -> tuple[tuple[str, ...], ...]:
     """Everyday sentences no rule answers (off_topic.txt), by topic: each run of comment lines begins one."""
-    topics: list[list[str]] = []
-    after_sentence = True
+    topics: list[list[str]] = [[]]
     for line in OFF_TOPIC.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
-            if after_sentence:
+            # A comment after sentences begins the next topic; one after a comment goes on describing it.
+            if topics[-1]:
                 topics.append([])
-            after_sentence = False
         elif line.strip():
             topics[-1].append(line.strip())
-            after_sentence = True
     return tuple(tuple(topic) for topic in topics if topic)
 
 
@@ -142,9 +140,10 @@ class RuleMeanings:
         logits = np.append(sentence * SCALE, 1.0) @ self.weights
         by_column = np.exp(logits - logits.max())
         by_column /= by_column.sum()
-        off_topic = np.array([rule is None for rule in self.classes])
-        probabilities = np.append(by_column[~off_topic], by_column[off_topic].sum())
-        candidates = [rule for rule in self.classes if rule is not None] + [None]
+        # The rules' columns come first, the topics' after them.
+        rules = self.classes.index(None)
+        probabilities = np.append(by_column[:rules], by_column[rules:].sum())
+        candidates = (*self.classes[:rules], None)
         order = np.argsort(-probabilities)
         best = float(probabilities[order[0]])
         return Guess(
