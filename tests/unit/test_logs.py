@@ -10,7 +10,8 @@ import pytest
 import structlog
 from aiohttp.http_exceptions import LineTooLong
 
-from voicebot.logs import configure_logging, mask_phone
+from voicebot.logs import configure_logging, mask_numbers, mask_phone
+from voicebot.sessions.session import new_session_id
 
 
 def test_events_render_as_json_lines_with_bound_context() -> None:
@@ -106,3 +107,11 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_without_traceback_or_its_
     )
     assert "s3cr3t" not in lines[0]
     assert "Traceback" not in lines[0]
+
+
+def test_session_ids_are_never_taken_for_phone_numbers() -> None:
+    ids = {new_session_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    assert all(mask_numbers(session_id) == session_id for session_id in ids)
+    assert mask_numbers("SS_945692998022") != "SS_945692998022", "the form hex ids could take"
